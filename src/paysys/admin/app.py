@@ -1,0 +1,13 @@
+"""The admin service's ASGI app (`uvicorn paysys.admin.app:create_app --factory`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from paysys.admin.api import router
+from paysys.core.config import Settings
+from paysys.core.http import create_service_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app("admin", [router], settings=settings)

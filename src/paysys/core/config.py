@@ -1,0 +1,173 @@
+"""Typed settings read from the environment and `.env` (the seed's variable names)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Development defaults. With ENV=production the services refuse to start on these.
+DEFAULT_ACCESS_SECRET = "dev-access-secret-change-me-0123456789abcdef"
+DEFAULT_REFRESH_SECRET = "dev-refresh-secret-change-me-0123456789abcdef"
+DEFAULT_WEBHOOK_SECRET = "dev-psp-webhook-secret-change-me-0123456789"
+DEFAULT_ADMIN_SESSION_SECRET = "dev-studio-session-secret-change-me-012345"
+_DEFAULT_SECRETS = {
+    DEFAULT_ACCESS_SECRET,
+    DEFAULT_REFRESH_SECRET,
+    DEFAULT_WEBHOOK_SECRET,
+    DEFAULT_ADMIN_SESSION_SECRET,
+}
+MIN_SECRET_BYTES = 32
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """`15m`, `7d`, `30s`, `500ms` or a number of seconds → timedelta."""
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 7d)")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    env: Literal["development", "test", "production"] = "development"
+    service_name: str = "paysys"
+    port: int | None = None
+    log_level: str = "INFO"
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/paysys"
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    jwt_access_secret: str = DEFAULT_ACCESS_SECRET
+    jwt_refresh_secret: str = DEFAULT_REFRESH_SECRET
+    jwt_access_expiry: str = "15m"
+    jwt_refresh_expiry: str = "7d"
+    jwt_issuer: str = "paysys-auth"
+    jwt_audience: str = "paysys-api"
+
+    auth_service_url: CsvList = ["http://127.0.0.1:3001"]
+    payments_service_url: CsvList = ["http://127.0.0.1:3002"]
+    admin_service_url: CsvList = ["http://127.0.0.1:3003"]
+    profile_service_url: CsvList = ["http://127.0.0.1:3004"]
+    gateway_url: str = "http://127.0.0.1:3000"
+
+    cors_origins: CsvList = [f"http://localhost:{port}" for port in range(4200, 4205)]
+    trusted_proxies: CsvList = []
+    max_body_bytes: int = 1024 * 1024
+
+    rate_limit_max: int = 300
+    rate_limit_window: int = 60
+    auth_rate_limit_max: int = 10
+    auth_rate_limit_window: int = 60
+    upstream_timeout: float = 10.0
+    circuit_failure_threshold: int = 5
+    circuit_open_seconds: float = 10.0
+
+    psp_webhook_secret: str = DEFAULT_WEBHOOK_SECRET
+    payments_processor: Literal["simulated", "none"] = "simulated"
+    processor_delay_ms: int = 500
+
+    studio_session_secret: str = DEFAULT_ADMIN_SESSION_SECRET
+    background_workers: bool = True
+    health_timeout: float = 2.0
+
+    @field_validator(
+        "auth_service_url",
+        "payments_service_url",
+        "admin_service_url",
+        "profile_service_url",
+        "cors_origins",
+        "trusted_proxies",
+        mode="before",
+    )
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("jwt_access_expiry", "jwt_refresh_expiry")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Settings:
+        if self.env != "production":
+            return self
+        problems = []
+        secrets = {
+            "JWT_ACCESS_SECRET": self.jwt_access_secret,
+            "JWT_REFRESH_SECRET": self.jwt_refresh_secret,
+            "PSP_WEBHOOK_SECRET": self.psp_webhook_secret,
+            "STUDIO_SESSION_SECRET": self.studio_session_secret,
+        }
+        for name, value in secrets.items():
+            if value in _DEFAULT_SECRETS:
+                problems.append(f"{name} is a development default")
+            elif len(value.encode()) < MIN_SECRET_BYTES:
+                problems.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes")
+        if self.jwt_access_secret == self.jwt_refresh_secret:
+            problems.append("JWT_ACCESS_SECRET and JWT_REFRESH_SECRET must differ")
+        if problems:
+            # Never echo the values themselves: only which variable is wrong.
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def access_ttl(self) -> timedelta:
+        return parse_duration(self.jwt_access_expiry)
+
+    @property
+    def refresh_ttl(self) -> timedelta:
+        return parse_duration(self.jwt_refresh_expiry)
+
+    @property
+    def async_database_url(self) -> str:
+        """DATABASE_URL as given (seed style `postgresql://`) with the asyncpg driver."""
+        url = self.database_url
+        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+    def service_urls(self) -> dict[str, list[str]]:
+        return {
+            "auth": self.auth_service_url,
+            "payments": self.payments_service_url,
+            "admin": self.admin_service_url,
+            "profile": self.profile_service_url,
+        }
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+# Each field's public env var is its upper-case name; kept here for docs/tests.
+ENV_VARS = [name.upper() for name in Settings.model_fields]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The event hub (events.md): outbox → Redis Stream + Pub/Sub → idempotent consumers."""

@@ -1,0 +1,189 @@
+"""The app factory every service uses: lifespan, middleware, one error handler, health, metrics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.routing import Route
+
+from paysys import __version__
+from paysys.core.config import Settings, get_settings
+from paysys.core.envelope import error_body
+from paysys.core.errors import STATUS_BY_CODE, AppError, NotFound
+from paysys.core.health import HealthChecks
+from paysys.core.logging import configure_logging
+from paysys.core.metrics import metrics_endpoint
+from paysys.core.middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    CORSMiddleware,
+    RequestContextMiddleware,
+)
+from paysys.core.runtime import Runtime, Worker
+
+_CODE_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+    503: "SERVICE_UNAVAILABLE",
+}
+_MESSAGE_BY_STATUS = {
+    404: "Route not found",
+    405: "Method not allowed",
+    413: "Request body exceeds 1 MiB",
+}
+
+
+def error_response(error: AppError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.code, error.message, error.details),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _rule_message(err: dict[str, Any]) -> str:
+    if err.get("type") == "extra_forbidden":
+        return "unknown field"
+    if err.get("type") == "missing":
+        return "is required"
+    msg = str(err.get("msg", "is invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg[:1].lower() + msg[1:]
+
+
+def validation_error(exc: RequestValidationError) -> AppError:
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return AppError("INVALID_JSON", "Request body is not valid JSON")
+    details = [
+        {"field": _field_path(e.get("loc", ())), "message": _rule_message(e)} for e in errors
+    ]
+    first = details[0] if details else {"field": "body", "message": "is invalid"}
+    return AppError("VALIDATION_ERROR", f"{first['field']}: {first['message']}", details=details)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _CODE_BY_STATUS.get(exc.status_code, "INTERNAL_ERROR")
+        message = _MESSAGE_BY_STATUS.get(exc.status_code) or str(exc.detail)
+        err = AppError(code, message)
+        response = error_response(err)
+        response.status_code = exc.status_code if code != "INTERNAL_ERROR" else 500
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def parse_uuid(value: str, code: str = "NOT_FOUND", message: str = "Not found") -> uuid.UUID:
+    """Path ids that are not UUIDs are simply absent resources (404), never a 500."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(code, message) from None
+
+
+def database_checks(runtime_getter: Callable[[], Runtime]) -> dict[str, Any]:
+    async def database() -> None:
+        async with runtime_getter().engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await runtime_getter().redis.ping()
+
+    return {"database": database, "redis": redis}
+
+
+def create_service_app(
+    service: str,
+    routers: Sequence[APIRouter],
+    *,
+    settings: Settings | None = None,
+    workers: Sequence[Worker] = (),
+    description: str = "",
+) -> FastAPI:
+    """A FastAPI app with everything a paysys service shares. Each service adds its routers."""
+    settings = settings or get_settings()
+    settings = settings.model_copy(update={"service_name": service})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(service, settings.log_level, json_output=settings.is_production)
+        runtime = Runtime.create(settings)
+        app.state.runtime = runtime
+        app.state.sessionmaker = runtime.sessionmaker
+        app.state.redis = runtime.redis
+        if settings.background_workers:
+            runtime.start_workers(list(workers))
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title=f"paysys {service}",
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    health = HealthChecks(
+        service,
+        timeout=settings.health_timeout,
+        required=database_checks(lambda: app.state.runtime),
+    )
+    app.state.health = health
+    for route in health.routes():
+        app.router.routes.append(route)
+    app.router.routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    for router in routers:
+        app.include_router(router)
+    # Added innermost first; RequestContext ends up outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
+    app.add_middleware(RequestContextMiddleware, service=service)
+    return app
+
+
+__all__ = ["STATUS_BY_CODE", "create_service_app", "error_response", "parse_uuid"]

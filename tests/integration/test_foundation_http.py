@@ -1,0 +1,200 @@
+"""The shared app factory against real PostgreSQL and Redis: health, envelope, errors, headers."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import APIRouter
+from pydantic import Field
+
+from paysys.core.config import Settings
+from paysys.core.errors import AppError
+from paysys.core.http import create_service_app
+from paysys.core.schemas import ApiModel
+
+
+class Thing(ApiModel):
+    amount: int = Field(gt=0)
+    display_name: str = Field(max_length=10)
+
+
+router = APIRouter(prefix="/api/things")
+
+
+@router.post("")
+async def create_thing(body: Thing) -> dict[str, object]:
+    return {"success": True, "data": body.model_dump(by_alias=True)}
+
+
+@router.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("secret internals /etc/passwd")
+
+
+@router.get("/conflict")
+async def conflict() -> None:
+    raise AppError("EMAIL_EXISTS", "Email already registered")
+
+
+@pytest.fixture
+async def client():  # type: ignore[no-untyped-def]
+    import httpx
+
+    app = create_service_app("things", [router], settings=Settings(background_workers=False))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+async def test_live_ready_and_summary(client) -> None:  # type: ignore[no-untyped-def]
+    live = await client.get("/health/live")
+    assert live.status_code == 200
+    assert live.json()["data"]["status"] == "alive"
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["data"]["checks"]
+    assert checks["database"]["status"] == "up" and checks["redis"]["status"] == "up"
+    summary = (await client.get("/health")).json()["data"]
+    assert summary["status"] == "healthy" and summary["service"] == "things"
+
+
+async def test_validation_error_names_first_field(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.post("/api/things", json={"amount": 0, "displayName": "x"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "VALIDATION_ERROR"
+    assert err["message"].startswith("amount: ")
+    assert err["details"][0]["field"] == "amount"
+    assert err["requestId"] == r.headers["x-request-id"]
+
+
+async def test_unknown_field_is_rejected(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.post("/api/things", json={"amount": 1, "displayName": "x", "role": "ADMIN"})
+    assert r.status_code == 400
+    assert r.json()["error"]["details"] == [{"field": "role", "message": "unknown field"}]
+
+
+async def test_malformed_json(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.post(
+        "/api/things", content=b'{"amount": ', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "INVALID_JSON"
+
+
+async def test_body_over_one_mib(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.post(
+        "/api/things",
+        content=b"x" * (1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_streamed_body_over_limit_without_length(client) -> None:  # type: ignore[no-untyped-def]
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            yield b"x" * 65536
+
+    r = await client.post(
+        "/api/things", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_unknown_route_and_wrong_method(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.get("/api/nothing-here")
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
+    r = await client.delete("/api/things")
+    assert (r.status_code, r.json()["error"]["code"]) == (405, "METHOD_NOT_ALLOWED")
+
+
+async def test_unexpected_error_hides_internals(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.get("/api/things/boom", headers={"origin": "http://localhost:4200"})
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"]["code"] == "INTERNAL_ERROR"
+    assert "passwd" not in r.text and "RuntimeError" not in r.text
+    # Even a 500 carries the request id, security headers and CORS headers.
+    assert r.headers["x-request-id"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["access-control-allow-origin"] == "http://localhost:4200"
+
+
+async def test_domain_error_status(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.get("/api/things/conflict")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "EMAIL_EXISTS"
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [("abc-123_X.y", True), ("x" * 128, True), ("x" * 129, False), ("bad id!", False), ("", False)],
+)
+async def test_request_id(client, sent: str, echoed: bool) -> None:  # type: ignore[no-untyped-def]
+    r = await client.get("/health/live", headers={"x-request-id": sent})
+    if echoed:
+        assert r.headers["x-request-id"] == sent
+    else:
+        import uuid
+
+        assert uuid.UUID(r.headers["x-request-id"]).version == 4
+
+
+async def test_security_headers_and_csp(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.get("/health/live")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert "max-age" in r.headers["strict-transport-security"]
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    docs = await client.get("/docs")
+    assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+
+
+async def test_cors_allowed_and_disallowed(client) -> None:  # type: ignore[no-untyped-def]
+    pre = await client.options(
+        "/api/things",
+        headers={"origin": "http://localhost:4201", "access-control-request-method": "POST"},
+    )
+    assert pre.status_code == 204
+    assert pre.headers["access-control-allow-origin"] == "http://localhost:4201"
+    assert pre.headers["access-control-max-age"] == "600"
+    bad = await client.options(
+        "/api/things",
+        headers={"origin": "http://evil.example", "access-control-request-method": "POST"},
+    )
+    assert bad.status_code == 204 and "access-control-allow-origin" not in bad.headers
+    r = await client.get("/api/nothing", headers={"origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+async def test_metrics(client) -> None:  # type: ignore[no-untyped-def]
+    await client.get("/health/live")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert "paysys_http_requests_total" in r.text
+
+
+async def test_ready_fails_when_redis_down() -> None:
+    import httpx
+
+    from tests.support.servers import free_port
+
+    app = create_service_app(
+        "things",
+        [router],
+        settings=Settings(background_workers=False, redis_url=f"redis://127.0.0.1:{free_port()}/0"),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        r = await c.get("/health/ready")
+        assert r.status_code == 503
+        body = r.json()
+        assert body["data"]["status"] == "not_ready"
+        assert body["data"]["checks"]["redis"]["status"] == "down"
+        assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert "redis" in body["error"]["message"]
+        assert (await c.get("/health")).json()["data"]["status"] == "unhealthy"

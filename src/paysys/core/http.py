@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from paysys import __version__
 from paysys.core.config import Settings, get_settings
+from paysys.core.context import set_service_name
 from paysys.core.envelope import error_body
 from paysys.core.errors import STATUS_BY_CODE, AppError, NotFound
 from paysys.core.health import HealthChecks
@@ -141,6 +142,7 @@ def create_service_app(
     """A FastAPI app with everything a paysys service shares. Each service adds its routers."""
     settings = settings or get_settings()
     settings = settings.model_copy(update={"service_name": service})
+    set_service_name(service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

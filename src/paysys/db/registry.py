@@ -11,6 +11,7 @@ from paysys.core.db import Base
 MODEL_MODULES = (
     "paysys.core.events.models",
     "paysys.auth.models",
+    "paysys.core.sysconfig",
     "paysys.payments.models",
     "paysys.admin.models",
     "paysys.profile.models",

@@ -1,0 +1,222 @@
+"""System configuration: the `system_config` table, its known keys, validation and reads.
+
+Owned by the admin service (the only writer, through `PUT /api/admin/config`); any service may
+read it with `get_value`. Every key is known in advance (`KEYS`): unknown keys are refused, and
+a key that was never set reads as its default.
+
+Values are JSON. Amount keys are decimal **strings** (never floats), validated like request
+amounts (§1.3: positive, at most 2 decimals, no exponent, at most 100000000.00) and stored in a
+canonical form with exactly two decimals (`"0.01"`, `"100000000.00"`). They are currency-neutral
+bounds on the amount's face value; payments compares them with each payment's amount.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Text, func, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from paysys.core.db import Base
+
+MAX_AMOUNT = Decimal("100000000.00")
+_AMOUNT_RE = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+
+
+class SystemConfig(Base):
+    __tablename__ = "system_config"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
+
+
+class ConfigValueError(ValueError):
+    """A value a key does not accept; the message is the rule (e.g. `must be greater than 0`)."""
+
+
+# --- validators: raw JSON value -> canonical stored value ------------------------------------
+
+
+def parse_amount(value: Any) -> Decimal:
+    """A JSON number or decimal string → Decimal; the rules of §1.3 for amounts."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigValueError('must be a decimal string such as "10.00"')
+    text = str(value).strip() if not isinstance(value, float) else repr(value)
+    if text.startswith("-"):
+        raise ConfigValueError("must be greater than 0")
+    if not _AMOUNT_RE.match(text):
+        raise ConfigValueError("must be a decimal with at most 2 decimal places")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the regex already guarantees a decimal
+        raise ConfigValueError("must be a decimal") from None
+    if amount <= 0:
+        raise ConfigValueError("must be greater than 0")
+    if amount > MAX_AMOUNT:
+        raise ConfigValueError("must not exceed 100000000.00")
+    return amount
+
+
+def _amount(value: Any) -> str:
+    return f"{parse_amount(value):.2f}"
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or not _CURRENCY_RE.match(value.strip()):
+        raise ConfigValueError("must be an ISO 4217 currency code")
+    code = value.strip().upper()
+    known = _known_currencies()
+    if known is not None and code not in known:
+        raise ConfigValueError("must be an ISO 4217 currency code")
+    return code
+
+
+def _known_currencies() -> set[str] | None:
+    """The currency table of paysys.core.money when it is there (owned by payments)."""
+    try:
+        money = importlib.import_module("paysys.core.money")
+    except ImportError:  # pragma: no cover - before the money module lands
+        return None
+    for name in ("CURRENCIES", "MINOR_UNITS", "CURRENCY_DIGITS"):
+        table = getattr(money, name, None)
+        if table:
+            return set(table)
+    return None  # pragma: no cover
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigValueError("must be true or false")
+    return value
+
+
+def _text(max_length: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ConfigValueError("must be a string")
+        value = value.strip()
+        if len(value) > max_length:
+            raise ConfigValueError(f"must be at most {max_length} characters")
+        return value
+
+    return check
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigValueError("must be an integer")
+        if not low <= value <= high:
+            raise ConfigValueError(f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    key: str
+    default: Any
+    description: str
+    validate: Callable[[Any], Any]
+
+
+KEYS: dict[str, ConfigKey] = {
+    item.key: item
+    for item in (
+        ConfigKey(
+            "payment.minAmount",
+            "0.01",
+            "Smallest payment amount accepted (decimal string; enforced by payments)",
+            _amount,
+        ),
+        ConfigKey(
+            "payment.maxAmount",
+            "100000000.00",
+            "Largest payment amount accepted (decimal string; enforced by payments)",
+            _amount,
+        ),
+        ConfigKey(
+            "payment.defaultCurrency",
+            "USD",
+            "Currency suggested to clients for new payments (ISO 4217)",
+            _currency,
+        ),
+        ConfigKey(
+            "maintenance.enabled",
+            False,
+            "Announce a maintenance window to clients (informational flag)",
+            _bool,
+        ),
+        ConfigKey(
+            "maintenance.message",
+            "",
+            "Message shown to clients during maintenance (at most 500 characters)",
+            _text(500),
+        ),
+        ConfigKey(
+            "audit.retentionDays",
+            365,
+            "Days audit-log rows are meant to be kept (1-3650)",
+            _int_range(1, 3650),
+        ),
+    )
+}
+
+
+def validate(key: str, value: Any) -> Any:
+    """The canonical stored value for `key`, or ConfigValueError / KeyError (unknown key)."""
+    return KEYS[key].validate(value)
+
+
+def check_consistency(values: dict[str, Any]) -> tuple[str, str] | None:
+    """Rules across keys on the full set of effective values → (key, message) of the first
+    broken one, else None."""
+    low = Decimal(values["payment.minAmount"])
+    high = Decimal(values["payment.maxAmount"])
+    if low > high:
+        return "payment.minAmount", "must not be greater than payment.maxAmount"
+    return None
+
+
+async def get_value(session: AsyncSession, key: str) -> Any | None:
+    """The value of `key`: the stored one, else its default; None for an unknown key."""
+    known = KEYS.get(key)
+    if known is None:
+        return None
+    stored = await session.scalar(select(SystemConfig.value).where(SystemConfig.key == key))
+    return known.default if stored is None else stored
+
+
+async def get_values(session: AsyncSession) -> dict[str, Any]:
+    """Every known key with its effective value (stored or default)."""
+    rows = (await session.execute(select(SystemConfig.key, SystemConfig.value))).all()
+    stored: dict[str, Any] = {row.key: row.value for row in rows}
+    return {key: stored.get(key, item.default) for key, item in KEYS.items()}
+
+
+async def amount_limits(session: AsyncSession) -> tuple[Decimal, Decimal]:
+    """(payment.minAmount, payment.maxAmount) as Decimals — what payments enforces."""
+    rows = (
+        await session.execute(
+            select(SystemConfig.key, SystemConfig.value).where(
+                SystemConfig.key.in_(("payment.minAmount", "payment.maxAmount"))
+            )
+        )
+    ).all()
+    stored: dict[str, Any] = {row.key: row.value for row in rows}
+    low = stored.get("payment.minAmount", KEYS["payment.minAmount"].default)
+    high = stored.get("payment.maxAmount", KEYS["payment.maxAmount"].default)
+    return Decimal(low), Decimal(high)

@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     background_workers: bool = True
     health_timeout: float = 2.0
 
+    # Event hub (docs/event-hub.md): relay, consumers, dead letters, outbox retention.
+    events_stream_maxlen: int = 100_000
+    events_relay_batch: int = 200
+    events_relay_poll_ms: int = 1000
+    events_outbox_retention_hours: float = 72.0
+    events_prune_interval_seconds: float = 600.0
+    events_consumer_batch: int = 100
+    events_block_ms: int = 1000
+    events_claim_idle_ms: int = 30_000
+    events_claim_interval_ms: int = 5_000
+    events_max_deliveries: int = 5
+    events_retry_max_ms: int = 5_000
+
     @field_validator(
         "auth_service_url",
         "payments_service_url",

@@ -20,6 +20,8 @@ from paysys.core.config import Settings, get_settings
 from paysys.core.context import set_service_name
 from paysys.core.envelope import error_body
 from paysys.core.errors import STATUS_BY_CODE, AppError, NotFound
+from paysys.core.events.consumer import EventHandlers
+from paysys.core.events.relay import run_relay
 from paysys.core.health import HealthChecks
 from paysys.core.logging import configure_logging
 from paysys.core.metrics import metrics_endpoint
@@ -138,11 +140,21 @@ def create_service_app(
     settings: Settings | None = None,
     workers: Sequence[Worker] = (),
     description: str = "",
+    handlers: EventHandlers | None = None,
 ) -> FastAPI:
-    """A FastAPI app with everything a paysys service shares. Each service adds its routers."""
+    """A FastAPI app with everything a paysys service shares. Each service adds its routers.
+
+    Background workers (off with BACKGROUND_WORKERS=false): the outbox relay (every process),
+    this service's event consumer when `handlers` has any, then `workers`. The same list is
+    `app.state.workers`, which `paysys worker <service>` runs without HTTP.
+    """
     settings = settings or get_settings()
     settings = settings.model_copy(update={"service_name": service})
     set_service_name(service)
+    all_workers: list[Worker] = [run_relay]
+    if handlers:
+        all_workers.append(handlers.run)
+    all_workers.extend(workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,7 +164,7 @@ def create_service_app(
         app.state.sessionmaker = runtime.sessionmaker
         app.state.redis = runtime.redis
         if settings.background_workers:
-            runtime.start_workers(list(workers))
+            runtime.start_workers(all_workers)
         try:
             yield
         finally:
@@ -168,6 +180,8 @@ def create_service_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.workers = all_workers
+    app.state.event_handlers = handlers
     install_error_handlers(app)
     health = HealthChecks(
         service,

@@ -13,6 +13,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.core import context
+from paysys.core.events.catalogue import validate_data
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.models import OutboxEvent
 
@@ -29,6 +30,13 @@ async def emit(
     source: str | None = None,
     version: int = 1,
 ) -> EventEnvelope:
+    """Add event `type` to the caller's transaction (published by the relay after commit).
+
+    `data` is validated against the catalogue (`UnknownEventType` for a type/version that is
+    not in events.md, a pydantic `ValidationError` for a wrong shape or a secret-looking key).
+    Returns the envelope (its `id` is the event id consumers see).
+    """
+    validate_data(type, version, data)
     event = EventEnvelope(
         type=type,
         version=version,
@@ -40,5 +48,10 @@ async def emit(
     await session.execute(
         insert(OutboxEvent).values(id=event.id, type=event.type, payload=event.to_wire())
     )
-    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    # One NOTIFY per transaction is enough (PostgreSQL folds duplicates anyway): save the trip.
+    # (The transaction object itself is kept, not its id(): ids are reused after GC.)
+    transaction = session.get_transaction()
+    if transaction is None or session.info.get("paysys_outbox_notified") is not transaction:
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.info["paysys_outbox_notified"] = transaction
     return event

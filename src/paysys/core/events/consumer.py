@@ -1,0 +1,343 @@
+"""Consumers: one Redis consumer group per consuming service on the stream `events`.
+
+    handlers = EventHandlers("admin")
+
+    @handlers.on("user.created")
+    async def on_user_created(session: AsyncSession, event: EventEnvelope) -> None: ...
+
+    @handlers.on("payment.completed", "payment.failed")   # one function, several types
+    async def on_payment_final(session, event) -> None: ...
+
+    @handlers.on_any                                       # every event (admin audit)
+    async def audit(session, event) -> None: ...
+
+    app = create_service_app("admin", routers, handlers=handlers)
+
+Each event runs all its handlers inside ONE database transaction that also inserts
+`processed_events (consumer, event_id)`; a duplicate (redelivery) is skipped. The entry is
+`XACK`ed only after that transaction committed. Handlers must not commit themselves; raising
+rolls everything back and the entry is retried (reclaimed with `XAUTOCLAIM` once idle for
+`EVENTS_CLAIM_IDLE_MS`); after `EVENTS_MAX_DELIVERIES` (5) failed deliveries it moves to
+`events.dead`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from paysys.core.events import metrics
+from paysys.core.events.catalogue import require_known_type
+from paysys.core.events.envelope import EventEnvelope
+from paysys.core.events.models import ProcessedEvent
+from paysys.core.events.transport import DEAD_STREAM, REDIS_DOWN, STREAM, Backoff
+from paysys.core.logging import get_logger
+from paysys.core.runtime import Runtime
+
+log = get_logger("paysys.events.consumer")
+
+Handler = Callable[[AsyncSession, EventEnvelope], Awaitable[None]]
+H = TypeVar("H", bound=Handler)
+
+# Bounded so a blocking read never outlives the Redis client's socket timeout (2 s).
+MAX_BLOCK_MS = 1500
+
+
+class EventHandlers:
+    """The handlers of one consumer (= one consumer group, usually named after the service)."""
+
+    def __init__(self, consumer: str) -> None:
+        if not consumer or any(ch.isspace() for ch in consumer):
+            raise ValueError("consumer name must be a non-empty word")
+        self.consumer = consumer
+        self._by_type: dict[str, list[Handler]] = {}
+        self._any: list[Handler] = []
+
+    def on(self, *event_types: str) -> Callable[[H], H]:
+        """Register a handler for one or more event types (checked against the catalogue)."""
+        if not event_types:
+            raise ValueError("on() needs at least one event type (use on_any for all)")
+        for event_type in event_types:
+            require_known_type(event_type)
+
+        def register(handler: H) -> H:
+            for event_type in event_types:
+                self._by_type.setdefault(event_type, []).append(handler)
+            return handler
+
+        return register
+
+    def on_any(self, handler: H) -> H:
+        """Register a handler for every event (e.g. the admin audit log)."""
+        self._any.append(handler)
+        return handler
+
+    def handlers_for(self, event_type: str) -> list[Handler]:
+        return [*self._by_type.get(event_type, ()), *self._any]
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(self._by_type)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_type or self._any)
+
+    async def dispatch(self, session: AsyncSession, event: EventEnvelope) -> bool:
+        """Run this consumer's handlers for `event` in `session`'s transaction, exactly once.
+
+        Inserts `processed_events (consumer, event_id)` first; returns False (and runs nothing)
+        when that row already exists. The caller owns the transaction (begin/commit).
+        """
+        inserted = await session.execute(
+            pg_insert(ProcessedEvent)
+            .values(consumer=self.consumer, event_id=event.id)
+            .on_conflict_do_nothing()
+            .returning(ProcessedEvent.event_id)
+        )
+        if inserted.first() is None:
+            return False
+        for handler in self.handlers_for(event.type):
+            await handler(session, event)
+        return True
+
+    async def run(self, runtime: Runtime) -> None:
+        """The background worker (`create_service_app(..., handlers=...)` starts it)."""
+        await Consumer(self, runtime).run()
+
+
+def consumer_name(group: str) -> str:
+    """Unique per process (a restarted process is a new consumer; its old entries are
+    reclaimed from the dead one by XAUTOCLAIM)."""
+    return f"{group}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+Entry = tuple[str, dict[str, str] | None]
+
+
+class Consumer:
+    """Reads the group's entries, dispatches them, acknowledges, reclaims and dead-letters."""
+
+    def __init__(
+        self,
+        handlers: EventHandlers,
+        runtime: Runtime,
+        *,
+        name: str | None = None,
+        redis: Redis | None = None,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
+        settings = runtime.settings
+        self.handlers = handlers
+        self.runtime = runtime
+        self.group = handlers.consumer
+        self.name = name or consumer_name(self.group)
+        self.redis: Redis = redis or runtime.redis
+        self.sessionmaker = sessionmaker or runtime.sessionmaker
+        self.batch = max(1, settings.events_consumer_batch)
+        self.block_ms = max(1, min(settings.events_block_ms, MAX_BLOCK_MS))
+        self.claim_idle_ms = max(1, settings.events_claim_idle_ms)
+        self.claim_interval = max(0.01, settings.events_claim_interval_ms / 1000)
+        self.max_deliveries = max(1, settings.events_max_deliveries)
+        self.maxlen = settings.events_stream_maxlen
+        self.backoff = Backoff(cap=max(0.05, settings.events_retry_max_ms / 1000))
+        self._group_ready = False
+        self._last_error: dict[str, str] = {}
+
+    # -- group ---------------------------------------------------------------------------
+    async def ensure_group(self) -> None:
+        """Create the group (from the stream's start, so events published before this
+        service first ran are not missed; duplicates are harmless)."""
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(STREAM, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    # -- loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        log.info("consumer started", group=self.group, consumer=self.name)
+        next_claim = 0.0
+        stopping = self.runtime.stopping
+        while not stopping.is_set():
+            try:
+                await self.ensure_group()
+                if time.monotonic() >= next_claim:
+                    await self.claim_stale()
+                    await self.observe()
+                    next_claim = time.monotonic() + self.claim_interval
+                block = int(min(self.block_ms, self.claim_interval * 1000)) or 1
+                response: Any = await self.redis.xreadgroup(
+                    self.group, self.name, {STREAM: ">"}, count=self.batch, block=block
+                )
+                for _stream, entries in response or ():
+                    await self.process(entries, {})
+                self.backoff.reset()
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis restarted empty, or the stream was deleted
+                    self._group_ready = False
+                    continue
+                log.exception("consumer error", group=self.group)
+                if await self.runtime.sleep(self.backoff.next()):
+                    break
+            except REDIS_DOWN as exc:
+                self._group_ready = False
+                log.warning("redis unavailable; consumer backing off", error=str(exc))
+                if await self.runtime.sleep(self.backoff.next()):
+                    break
+        log.info("consumer stopped", group=self.group, consumer=self.name)
+
+    async def process(self, entries: list[Entry], deliveries: dict[str, int]) -> None:
+        """Handle entries in stream order; acknowledge the settled ones in one XACK."""
+        settled: list[str] = []
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed from the stream while pending: nothing to do
+                settled.append(entry_id)
+                continue
+            count = deliveries.get(entry_id, 1)
+            if await self.handle(entry_id, fields, count):
+                settled.append(entry_id)
+        if settled:
+            await self.redis.xack(STREAM, self.group, *settled)
+
+    async def handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> bool:
+        """True when the entry is settled (handled, duplicate, ignored or dead-lettered)."""
+        try:
+            event = EventEnvelope.model_validate_json(fields.get("event", ""))
+        except ValidationError as exc:
+            await self.dead_letter(entry_id, fields, deliveries, f"malformed event: {exc}")
+            return False  # dead_letter acknowledged it already
+        handlers = self.handlers.handlers_for(event.type)
+        if not handlers:
+            metrics.HANDLED.labels(self.group, event.type, "ignored").inc()
+            return True
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                applied = await self.handlers.dispatch(session, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._last_error[entry_id] = error
+            metrics.HANDLED.labels(self.group, event.type, "failed").inc()
+            log.warning(
+                "event handler failed",
+                group=self.group,
+                event_type=event.type,
+                event_id=str(event.id),
+                deliveries=deliveries,
+                error=error,
+            )
+            if deliveries >= self.max_deliveries:
+                await self.dead_letter(entry_id, fields, deliveries, error)
+            return False
+        self._last_error.pop(entry_id, None)
+        outcome = "handled" if applied else "duplicate"
+        metrics.HANDLED.labels(self.group, event.type, outcome).inc()
+        if applied:
+            age = (datetime.now(UTC) - event.occurred_at).total_seconds()
+            metrics.DELIVERY_SECONDS.labels(self.group).observe(max(0.0, age))
+        return True
+
+    # -- retries, dead letters -------------------------------------------------------------
+    async def claim_stale(self) -> int:
+        """Take over entries idle longer than the claim time (a dead or stuck consumer's, or
+        our own failed ones) and retry them; dead-letter those delivered too often."""
+        start = "0-0"
+        claimed_total = 0
+        for _ in range(20):  # bounded per round; the next round continues
+            result = await self.redis.xautoclaim(
+                STREAM, self.group, self.name, self.claim_idle_ms, start_id=start, count=self.batch
+            )
+            start, entries = result[0], result[1]
+            if entries:
+                claimed_total += len(entries)
+                deliveries = await self._delivery_counts(entries)
+                overdue = [e for e in entries if deliveries.get(e[0], 1) > self.max_deliveries]
+                for entry_id, fields in overdue:
+                    error = self._last_error.get(
+                        entry_id, "consumer died or stalled while handling"
+                    )
+                    await self.dead_letter(entry_id, fields or {}, deliveries[entry_id], error)
+                due = [e for e in entries if deliveries.get(e[0], 1) <= self.max_deliveries]
+                await self.process(due, deliveries)
+            if start in ("0-0", b"0-0"):
+                break
+        return claimed_total
+
+    async def _delivery_counts(self, entries: list[Entry]) -> dict[str, int]:
+        ids = [entry_id for entry_id, _ in entries]
+        rows = await self.redis.xpending_range(
+            STREAM,
+            self.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) * 4 + 10,
+            consumername=self.name,
+        )
+        wanted = set(ids)
+        return {
+            row["message_id"]: int(row["times_delivered"])
+            for row in rows
+            if row["message_id"] in wanted
+        }
+
+    async def dead_letter(
+        self, entry_id: str, fields: dict[str, str], deliveries: int, error: str
+    ) -> None:
+        """Copy the entry to `events.dead` (with why) and acknowledge it, atomically."""
+        dead: dict[Any, Any] = {
+            **fields,
+            "group": self.group,
+            "streamId": entry_id,
+            "deliveries": str(deliveries),
+            "error": error[:2000],
+            "deadAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(DEAD_STREAM, dead, maxlen=self.maxlen, approximate=True)
+            pipe.xack(STREAM, self.group, entry_id)
+            await pipe.execute()
+        self._last_error.pop(entry_id, None)
+        metrics.DEAD_LETTERS.labels(self.group, fields.get("type", "unknown")).inc()
+        log.error(
+            "event moved to events.dead",
+            group=self.group,
+            stream_id=entry_id,
+            event_type=fields.get("type"),
+            deliveries=deliveries,
+            error=error,
+        )
+
+    async def observe(self) -> None:
+        """Refresh the lag / pending / dead-letter gauges."""
+        groups: list[dict[str, Any]] = await self.redis.xinfo_groups(STREAM)
+        for group in groups:
+            if group.get("name") == self.group:
+                metrics.CONSUMER_PENDING.labels(self.group).set(int(group.get("pending") or 0))
+                lag = group.get("lag")
+                if lag is not None:
+                    metrics.CONSUMER_LAG.labels(self.group).set(int(lag))
+        metrics.DEAD_LETTER_STREAM.set(await self.redis.xlen(DEAD_STREAM))
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+__all__ = ["Consumer", "EventHandlers", "Handler", "consumer_name"]

@@ -1,0 +1,236 @@
+"""The outbox relay: committed outbox rows → Redis Stream `events` + Pub/Sub `events.<type>`.
+
+Runs in every service process (started by `create_service_app`) and in `paysys worker`.
+Several relays at once are safe: each batch is claimed with `FOR UPDATE SKIP LOCKED`, so a row
+is published by one relay (a relay that dies after Redis acknowledged but before its commit
+leaves the row pending, and it is published again: delivery is at least once, consumers
+deduplicate by event id).
+
+It wakes on PostgreSQL `LISTEN paysys_outbox` (emit NOTIFYs at commit) and polls every
+`EVENTS_RELAY_POLL_MS` as a fallback; while Redis is down it backs off exponentially (rows stay
+in the outbox, requests keep succeeding); published rows older than
+`EVENTS_OUTBOX_RETENTION_HOURS` are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from paysys.core.db import raw_dsn
+from paysys.core.events import metrics
+from paysys.core.events.outbox import NOTIFY_CHANNEL
+from paysys.core.events.transport import (
+    REDIS_DOWN,
+    STREAM,
+    Backoff,
+    channel,
+    encode,
+    stream_fields,
+)
+from paysys.core.logging import get_logger
+from paysys.core.runtime import Runtime
+
+log = get_logger("paysys.events.relay")
+
+_CLAIM = text(
+    "SELECT seq, id, type, payload FROM outbox WHERE published_at IS NULL "
+    "ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
+)
+_MARK = text(
+    "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE seq = ANY(:seqs)"
+)
+_FAILED = text("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ANY(:seqs)")
+_BACKLOG = text("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
+_PRUNE = text(
+    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+    "WHERE published_at IS NOT NULL AND published_at < :before LIMIT :limit)"
+)
+PRUNE_CHUNK = 5000
+
+
+class Relay:
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.engine: AsyncEngine = runtime.engine
+        self.redis = runtime.redis
+        self.batch = max(1, settings.events_relay_batch)
+        self.poll = max(0.01, settings.events_relay_poll_ms / 1000)
+        self.maxlen = settings.events_stream_maxlen
+        self.retention = timedelta(hours=settings.events_outbox_retention_hours)
+        self.prune_interval = max(1.0, settings.events_prune_interval_seconds)
+        self.backoff = Backoff(cap=max(0.05, settings.events_retry_max_ms / 1000))
+        self.wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._next_listen = 0.0
+        self._next_prune = 0.0
+        self._next_observe = 0.0
+
+    # -- one batch -------------------------------------------------------------------------
+    async def publish_batch(self) -> int:
+        """Publish up to `batch` pending rows, oldest first; returns how many.
+
+        Raises a Redis error when Redis did not acknowledge (rows stay pending, `attempts`+1).
+        """
+        async with self.engine.connect() as conn:
+            async with conn.begin():
+                rows = list((await conn.execute(_CLAIM, {"limit": self.batch})).all())
+                if not rows:
+                    return 0
+                try:
+                    await self._send(rows)
+                except REDIS_DOWN:
+                    failed = True
+                else:
+                    failed = False
+                seqs = [row.seq for row in rows]
+                await conn.execute(_FAILED if failed else _MARK, {"seqs": seqs})
+            if failed:
+                metrics.PUBLISH_FAILURES.inc()
+                raise ConnectionError("redis did not acknowledge the outbox batch")
+        for row in rows:
+            metrics.PUBLISHED.labels(row.type).inc()
+        return len(rows)
+
+    async def _send(self, rows: list[Any]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                payload = encode(row.payload)
+                pipe.xadd(
+                    STREAM,
+                    stream_fields(str(row.id), row.type, payload),  # type: ignore[arg-type]
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
+                pipe.publish(channel(row.type), payload)
+            await pipe.execute()
+
+    async def drain(self) -> int:
+        """Publish until the outbox is empty (or a batch comes back short)."""
+        total = 0
+        while not self.runtime.stopping.is_set():
+            sent = await self.publish_batch()
+            total += sent
+            if sent < self.batch:
+                break
+        return total
+
+    # -- housekeeping ----------------------------------------------------------------------
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete published rows older than the retention period (in chunks)."""
+        before = (now or datetime.now(UTC)) - self.retention
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(_PRUNE, {"before": before, "limit": PRUNE_CHUNK})
+            deleted = int(result.rowcount or 0)
+            total += deleted
+            if deleted < PRUNE_CHUNK:
+                break
+        if total:
+            metrics.PRUNED.inc(total)
+            log.info("outbox pruned", rows=total)
+        return total
+
+    async def observe(self) -> None:
+        async with self.engine.connect() as conn:
+            count, oldest = (await conn.execute(_BACKLOG)).one()
+        metrics.OUTBOX_BACKLOG.set(int(count))
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        metrics.OUTBOX_OLDEST_SECONDS.set(max(0.0, age))
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_observe:
+            self._next_observe = now + 1.0
+            await self.observe()
+        if now >= self._next_prune:
+            self._next_prune = now + self.prune_interval
+            await self.prune()
+
+    # -- LISTEN ----------------------------------------------------------------------------
+    def _notified(self, *_: object) -> None:
+        self.wake.set()
+
+    async def _ensure_listener(self) -> None:
+        """A dedicated connection LISTENing on the outbox channel (re-opened if lost)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if time.monotonic() < self._next_listen:
+            return
+        self._next_listen = time.monotonic() + 5.0
+        try:
+            conn = await asyncpg.connect(
+                raw_dsn(self.runtime.settings.database_url),
+                timeout=5,
+                server_settings={"application_name": "paysys-relay-listen"},
+            )
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("relay LISTEN unavailable; polling", error=str(exc))
+            return
+        self._listener = conn
+        self.wake.set()  # catch anything committed while we were not listening
+
+    async def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
+
+    async def _wait(self, seconds: float) -> None:
+        """Until a NOTIFY, the poll interval, or stopping, whichever comes first."""
+        waiters = [
+            asyncio.ensure_future(self.wake.wait()),
+            asyncio.ensure_future(self.runtime.stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # -- loop ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        log.info("relay started")
+        stopping = self.runtime.stopping
+        try:
+            while not stopping.is_set():
+                await self._ensure_listener()
+                self.wake.clear()
+                try:
+                    await self.drain()
+                    await self._housekeeping()
+                except REDIS_DOWN as exc:
+                    delay = self.backoff.next()
+                    log.warning("redis unavailable; relay backing off", error=str(exc))
+                    if await self.runtime.sleep(delay):
+                        break
+                    continue
+                except Exception:
+                    delay = self.backoff.next()
+                    log.exception("relay error; backing off")
+                    if await self.runtime.sleep(delay):
+                        break
+                    continue
+                self.backoff.reset()
+                await self._wait(self.poll)
+        finally:
+            await self._close_listener()
+            log.info("relay stopped")
+
+
+async def run_relay(runtime: Runtime) -> None:
+    """The relay as a `Worker` (every service process runs one)."""
+    await Relay(runtime).run()
+
+
+__all__ = ["Relay", "run_relay"]

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import uvicorn
 
+import paysys
 from paysys import SERVICES
+
+PACKAGE_DIR = Path(paysys.__file__).parent
 
 DEFAULT_PORTS = {"gateway": 3000, "auth": 3001, "payments": 3002, "admin": 3003, "profile": 3004}
 
@@ -27,7 +31,7 @@ def run(
         host=host,
         port=chosen,
         reload=reload,
-        reload_dirs=["src"] if reload else None,
+        reload_dirs=[str(PACKAGE_DIR)] if reload else None,
         loop="uvloop",
         http="httptools",
         log_level="warning",

@@ -20,7 +20,9 @@ from paysys import SERVICES
 from paysys.cli import api as api_cli
 from paysys.cli import checks as checks_cli
 from paysys.cli import db as db_cli
+from paysys.cli import events as events_cli
 from paysys.cli import infra as infra_cli
+from paysys.cli import worker as worker_cli
 
 console = Console()
 
@@ -38,6 +40,8 @@ app.add_typer(db_cli.app, name="db")
 app.add_typer(checks_cli.app, name="check")
 app.add_typer(api_cli.app, name="api")
 # (more groups, e.g. `worker` and `events`, are registered below this line)
+app.add_typer(worker_cli.app, name="worker")
+app.add_typer(events_cli.app, name="events")
 
 
 SERVICE_HELP = f"One of: {', '.join(SERVICES)}"

@@ -5,7 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paysys.core.db import Base, TimestampMixin
@@ -31,4 +41,57 @@ class User(TimestampMixin, Base):
         Index("uq_users_email_lower", func.lower(text("email")), unique=True),
         Index("ix_users_created_at", "created_at", "id"),
         Index("ix_users_role", "role"),
+        Index("ix_users_tokens_valid_after_ms", "tokens_valid_after_ms"),
     )
+
+
+class AuthSession(TimestampMixin, Base):
+    """One login = one session = one refresh-token family (`id` is both `sid` and `fam`).
+
+    Only hashes of refresh tokens are stored: the current one, and the one it replaced (for the
+    10 s grace of a retried refresh); any other token of the family presented again is a reuse.
+    """
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    refresh_hash: Mapped[str] = mapped_column(Text)
+    previous_hash: Mapped[str | None] = mapped_column(Text, default=None)
+    # When the current refresh token was issued (epoch ms; also the iat of the pair it came with).
+    rotated_at_ms: Mapped[int] = mapped_column(BigInteger)
+    previous_jti: Mapped[str | None] = mapped_column(Text, default=None)
+    ip: Mapped[str | None] = mapped_column(Text, default=None)
+    user_agent: Mapped[str | None] = mapped_column(Text, default=None)
+    last_used_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoke_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (
+        Index("ix_auth_sessions_user_id", "user_id", "created_at"),
+        Index(
+            "ix_auth_sessions_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
+    )
+
+
+class LoginThrottle(Base):
+    """Failed-login bookkeeping per (lower-cased) email, known account or not, so the answers
+    never reveal which emails exist. A success deletes the row."""
+
+    __tablename__ = "auth_login_throttle"
+
+    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column()
+    failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    lock_level: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    hour_start: Mapped[datetime] = mapped_column()
+    hour_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_failure_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_auth_login_throttle_last_failure_at", "last_failure_at"),)

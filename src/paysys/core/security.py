@@ -4,31 +4,49 @@ Access and refresh tokens are HS256 JWTs (algorithm pinned) with `typ`/`type`, `
 `exp`, `jti`, `sub`. Revocation is checked on every authenticated request with one Redis round
 trip (MGET of the token's `jti` mark and the user's "not before" instant, in milliseconds so a
 token issued in the same second after a password change stays valid). When Redis is down a
-service falls back to the database (see `RevocationFallback`); the gateway then leaves the check
-to the services, which always check again.
+service falls back to the database (see `RevocationFallback`, installed in every FastAPI service
+by `create_service_app` as `db_revocation_fallback`); the gateway then leaves the check to the
+services, which always check again.
+
+Passwords: argon2id (m = 19 MiB, t = 2, p = 1), hashed and verified in a small dedicated thread
+pool (never on the event loop), upgraded on login when the parameters change; the password
+policy reports one `details` entry per failed rule.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
+import re
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import argon2
 import jwt
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import text
 
 from paysys.core.config import Settings
 from paysys.core.errors import AppError, Forbidden, Unauthorized
+from paysys.core.logging import get_logger
 
 ALGORITHM = "HS256"
 ROLES = ("CUSTOMER", "VENDOR", "ADMIN")
 
 REVOKED_JTI_KEY = "auth:revoked:jti:{}"
+REVOKED_SID_KEY = "auth:revoked:sid:{}"
 NOT_BEFORE_KEY = "auth:nbf:{}"
+
+log = get_logger("paysys.security")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +79,16 @@ class TokenCodec:
         self.access_ttl = int(settings.access_ttl.total_seconds())
         self.refresh_ttl = int(settings.refresh_ttl.total_seconds())
 
-    def _claims(self, kind: str, sub: str, ttl: int, extra: dict[str, Any]) -> dict[str, Any]:
-        issued_ms = now_ms()
+    def _claims(
+        self,
+        kind: str,
+        sub: str,
+        ttl: int,
+        extra: dict[str, Any],
+        issued_ms: int | None = None,
+        jti: str | None = None,
+    ) -> dict[str, Any]:
+        issued_ms = now_ms() if issued_ms is None else issued_ms
         return {
             "sub": sub,
             "type": kind,
@@ -71,27 +97,47 @@ class TokenCodec:
             "iat": issued_ms // 1000,
             "iatMs": issued_ms,
             "exp": issued_ms // 1000 + ttl,
-            "jti": str(uuid.uuid4()),
+            "jti": jti or str(uuid.uuid4()),
             **extra,
         }
 
     def issue_access(
-        self, *, user_id: uuid.UUID, email: str, name: str, role: str, sid: str
+        self,
+        *,
+        user_id: uuid.UUID,
+        email: str,
+        name: str,
+        role: str,
+        sid: str,
+        issued_ms: int | None = None,
+        jti: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        """`issued_ms`/`jti` make issuance deterministic (refresh grace replays the same pair)."""
         sub = str(user_id)
         claims = self._claims(
             "access",
             sub,
             self.access_ttl,
             {"email": email, "name": name, "role": role, "sid": sid, "userId": sub},
+            issued_ms,
+            jti,
         )
         token = jwt.encode(
             claims, self.settings.jwt_access_secret, ALGORITHM, headers={"typ": "JWT"}
         )
         return token, claims
 
-    def issue_refresh(self, *, user_id: uuid.UUID, family: str) -> tuple[str, dict[str, Any]]:
-        claims = self._claims("refresh", str(user_id), self.refresh_ttl, {"fam": family})
+    def issue_refresh(
+        self,
+        *,
+        user_id: uuid.UUID,
+        family: str,
+        issued_ms: int | None = None,
+        jti: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        claims = self._claims(
+            "refresh", str(user_id), self.refresh_ttl, {"fam": family}, issued_ms, jti
+        )
         token = jwt.encode(claims, self.settings.jwt_refresh_secret, ALGORITHM)
         return token, claims
 
@@ -147,11 +193,127 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+# --- passwords ----------------------------------------------------------------------------
+
+# OWASP / ASVS: argon2id, m = 19 MiB, t = 2, p = 1 (~18 ms on this machine).
+PASSWORD_HASHER = argon2.PasswordHasher(
+    time_cost=2,
+    memory_cost=19 * 1024,
+    parallelism=1,
+    hash_len=32,
+    salt_len=16,
+    type=argon2.Type.ID,
+)
+PASSWORD_MIN = 12
+PASSWORD_MAX = 128
+
+# Hashing is CPU bound and releases the GIL: a pool sized to the cores keeps the event loop free
+# and bounds memory (19 MiB per hash in flight). Requests beyond that queue here, not on the loop.
+_HASH_THREADS = max(1, int(os.environ.get("PASSWORD_HASH_THREADS", "0")) or (os.cpu_count() or 2))
+_hash_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    if _hash_pool is None:
+        _hash_pool = ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="argon2")
+    return _hash_pool
+
+
+async def _in_pool(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_pool(), fn, *args)
+
+
+async def hash_password(password: str) -> str:
+    return str(await _in_pool(PASSWORD_HASHER.hash, password))
+
+
+def _verify(stored_hash: str, password: str) -> tuple[bool, bool]:
+    try:
+        PASSWORD_HASHER.verify(stored_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False, False
+    return True, PASSWORD_HASHER.check_needs_rehash(stored_hash)
+
+
+async def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
+    """(matches, needs_rehash). Runs in the hashing pool."""
+    result: tuple[bool, bool] = await _in_pool(_verify, stored_hash, password)
+    return result
+
+
+_dummy_hash: str | None = None
+
+
+async def burn_password_check(password: str) -> None:
+    """Spend what a real verification costs (unknown email): login timing reveals nothing."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = await hash_password(secrets.token_urlsafe(24))
+    await verify_password(_dummy_hash, password)
+
+
+_POLICY_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("must contain at least one upper-case letter", lambda p: any(c.isupper() for c in p)),
+    ("must contain at least one lower-case letter", lambda p: any(c.islower() for c in p)),
+    ("must contain at least one digit", lambda p: any(c.isdigit() for c in p)),
+    (
+        "must contain at least one character that is not a letter or digit",
+        lambda p: any(not c.isalnum() for c in p),
+    ),
+)
+
+
+def password_problems(password: str, email: str | None = None) -> list[str]:
+    """Every failed rule of the password policy (api-contracts §3), in a stable order."""
+    problems = []
+    if len(password) < PASSWORD_MIN:
+        problems.append(f"must be at least {PASSWORD_MIN} characters")
+    if len(password) > PASSWORD_MAX:
+        problems.append(f"must be at most {PASSWORD_MAX} characters")
+    problems.extend(message for message, ok in _POLICY_RULES if not ok(password))
+    if email and password.strip().lower() == email.strip().lower():
+        problems.append("must not be the email address")
+    return problems
+
+
+def check_password_policy(password: str, email: str | None, field: str = "password") -> None:
+    """400 VALIDATION_ERROR with one `details` entry per failed rule."""
+    problems = password_problems(password, email)
+    if problems:
+        details = [{"field": field, "message": message} for message in problems]
+        raise AppError("VALIDATION_ERROR", f"{field}: {problems[0]}", details=details)
+
+
+EMAIL_RE = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def token_hash(token: str) -> str:
+    """Refresh tokens are stored only as this hash (they carry 256+ bits, no salt needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 # --- revocation -------------------------------------------------------------------------
 
 # Called when Redis cannot answer: (principal) -> True when revoked. Installed by services that
 # have the database (auth's session and user tables); None means "cannot tell here".
 RevocationFallback = Callable[[Request, Principal], Awaitable[bool]]
+
+# Never lower a user's "not before" (two revocations racing keep the later instant).
+_SET_MAX_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 async def revoke_token(redis: Redis, jti: str, expires_at: int) -> None:
@@ -159,19 +321,64 @@ async def revoke_token(redis: Redis, jti: str, expires_at: int) -> None:
     await redis.set(REVOKED_JTI_KEY.format(jti), "1", ex=ttl)
 
 
+async def revoke_session(redis: Redis, sid: str, ttl: int) -> None:
+    """Every access token of this session stops working (kept while any could live)."""
+    await redis.set(REVOKED_SID_KEY.format(sid), "1", ex=max(1, ttl))
+
+
 async def revoke_user_tokens_before(redis: Redis, user_id: uuid.UUID, at_ms: int, ttl: int) -> None:
     """Every token of this user issued before `at_ms` stops working (kept while any could live)."""
-    await redis.set(NOT_BEFORE_KEY.format(user_id), str(at_ms), ex=ttl)
+    await redis.eval(_SET_MAX_LUA, 1, NOT_BEFORE_KEY.format(user_id), str(at_ms), str(max(1, ttl)))
 
 
 async def is_revoked(redis: Redis, principal: Principal) -> bool:
     """One round trip. Raises RedisError when Redis is unreachable (the caller decides)."""
-    jti_mark, not_before = await redis.mget(
-        REVOKED_JTI_KEY.format(principal.jti), NOT_BEFORE_KEY.format(principal.id)
-    )
-    if jti_mark is not None:
+    keys = [REVOKED_JTI_KEY.format(principal.jti), NOT_BEFORE_KEY.format(principal.id)]
+    if principal.sid:
+        keys.append(REVOKED_SID_KEY.format(principal.sid))
+    marks = await redis.mget(keys)
+    if marks[0] is not None or (len(marks) > 2 and marks[2] is not None):
         return True
+    not_before = marks[1]
     return not_before is not None and principal.issued_at_ms < int(not_before)
+
+
+_FALLBACK_SQL = text(
+    """
+    SELECT u.is_active AND u.deleted_at IS NULL AS usable,
+           u.tokens_valid_after_ms AS not_before,
+           (SELECT s.revoked_at IS NOT NULL FROM auth_sessions s
+             WHERE s.id = :sid AND s.user_id = u.id) AS session_revoked
+    FROM users u WHERE u.id = :uid
+    """
+)
+
+
+async def db_revocation_fallback(request: Request, principal: Principal) -> bool:
+    """Redis is down: decide from the database (user row and the token's session).
+
+    Covers password change, deactivation, deletion, role change (the user's
+    `tokens_valid_after_ms`) and logout (the session's revoked flag). A lone revoked `jti`
+    whose session lives on (rare: logout naming another session's refresh token) is only
+    known to Redis.
+    """
+    sid: uuid.UUID | None = None
+    if principal.sid:
+        try:
+            sid = uuid.UUID(principal.sid)
+        except ValueError:
+            return True
+    try:
+        async with request.app.state.sessionmaker() as session:
+            row = (await session.execute(_FALLBACK_SQL, {"uid": principal.id, "sid": sid})).first()
+    except Exception:
+        log.warning("revocation fallback failed: database unreachable")
+        raise AppError("SERVICE_UNAVAILABLE", "Cannot verify the token right now") from None
+    if row is None or not row.usable:
+        return True
+    if principal.issued_at_ms < int(row.not_before):
+        return True
+    return sid is not None and row.session_revoked is not False
 
 
 def get_codec(request: Request) -> TokenCodec:

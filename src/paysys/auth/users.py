@@ -1,0 +1,386 @@
+"""The user domain: one code path for policy, hashing, revocation and events.
+
+Used by the auth service (register, password change) and the admin service (create, update,
+role, status, delete). Every function runs inside the caller's session/transaction and never
+commits: the caller commits once, so the change and its outbox event land together.
+
+Revocation ordering (commit-safe): the row changes are flushed first (taking the user's row
+lock, so a concurrent refresh waits and then reads the new row), then the "not before" instant
+is taken and written to `users.tokens_valid_after_ms` (and sessions are marked revoked), and
+finally the Redis marks are set, just before the caller commits. If the commit then fails,
+the only effect left behind is that the user's tokens were revoked early (fail-safe: they log
+in again); nothing is ever half-granted. If Redis is unreachable the database copy still
+revokes: every service's `db_revocation_fallback` reads it while Redis is down, and the auth
+service's revocation sync worker re-publishes recent revocations once Redis is back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysys.auth.models import AuthSession, User
+from paysys.core.config import get_settings
+from paysys.core.errors import AppError, Conflict, NotFound, ValidationFailed
+from paysys.core.events.outbox import emit
+from paysys.core.logging import get_logger
+from paysys.core.security import (
+    EMAIL_RE,
+    ROLES,
+    check_password_policy,
+    hash_password,
+    normalize_email,
+    now_ms,
+    revoke_session,
+    revoke_user_tokens_before,
+)
+
+log = get_logger("paysys.auth.users")
+
+NAME_MAX = 100
+EMAIL_MAX = 254
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 UTC with `Z` and milliseconds."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def user_json(user: User) -> dict[str, Any]:
+    """The user JSON of api-contracts §3 (never a hash)."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "isActive": user.is_active,
+        "emailVerified": user.email_verified,
+        "createdAt": iso(user.created_at),
+        "updatedAt": iso(user.updated_at),
+    }
+
+
+def _event_user(user: User) -> dict[str, Any]:
+    return user_json(user)
+
+
+def validate_email(email: str, field: str = "email") -> str:
+    email = normalize_email(email)
+    if not email or len(email) > EMAIL_MAX or not EMAIL_RE.match(email):
+        raise ValidationFailed(field, "must be a valid email address")
+    return email
+
+
+def validate_name(name: str, field: str = "name") -> str:
+    name = name.strip()
+    if not name:
+        raise ValidationFailed(field, "must not be empty")
+    if len(name) > NAME_MAX:
+        raise ValidationFailed(field, f"must be at most {NAME_MAX} characters")
+    return name
+
+
+def validate_role(role: str, field: str = "role") -> str:
+    if role not in ROLES:
+        raise ValidationFailed(field, "must be one of " + ", ".join(ROLES))
+    return role
+
+
+async def _email_taken(session: AsyncSession, email: str, except_id: uuid.UUID | None) -> bool:
+    query = select(User.id).where(func.lower(User.email) == email)
+    if except_id is not None:
+        query = query.where(User.id != except_id)
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = False) -> User:
+    """A live (not deleted) user, or 404 USER_NOT_FOUND. `lock` takes the row lock."""
+    query = select(User).where(User.id == user_id, User.deleted_at.is_(None))
+    if lock:
+        query = query.with_for_update()
+    user = (await session.execute(query)).scalar_one_or_none()
+    if user is None:
+        raise NotFound("USER_NOT_FOUND", "User not found")
+    return user
+
+
+def _revocation_ttl() -> int:
+    # Access tokens are the only tokens checked against these marks (refresh tokens are checked
+    # against the session rows), so the marks live as long as any access token could.
+    return int(get_settings().access_ttl.total_seconds()) + 60
+
+
+async def revoke_user(
+    session: AsyncSession,
+    redis: Redis | None,
+    user: User,
+    *,
+    end_sessions: bool,
+    reason: str,
+) -> int:
+    """Revoke every token issued to `user` before now; returns the instant (epoch ms).
+
+    `end_sessions` also revokes every refresh family (password change, deactivation,
+    deletion); a role change keeps the sessions so the next refresh carries the new role.
+    Call after the user's row was changed and flushed (its row lock is held).
+    """
+    await session.flush()
+    at_ms = now_ms()
+    await session.execute(
+        update(User).where(User.id == user.id).values(tokens_valid_after_ms=at_ms)
+    )
+    user.tokens_valid_after_ms = at_ms
+    ended: list[uuid.UUID] = []
+    if end_sessions:
+        ended = list(
+            (
+                await session.execute(
+                    update(AuthSession)
+                    .where(AuthSession.user_id == user.id, AuthSession.revoked.is_(False))
+                    .values(revoked=True, revoked_at=func.now(), revoke_reason=reason)
+                    .returning(AuthSession.id)
+                )
+            ).scalars()
+        )
+    if redis is not None:
+        ttl = _revocation_ttl()
+        try:
+            await revoke_user_tokens_before(redis, user.id, at_ms, ttl)
+            for sid in ended:
+                await revoke_session(redis, str(sid), ttl)
+        except RedisError:
+            # The database copy still revokes (fallback); the sync worker re-publishes it.
+            log.warning("redis unavailable while revoking; database fallback in force")
+    return at_ms
+
+
+async def _active_admin_ids(session: AsyncSession) -> list[uuid.UUID]:
+    """Locks every active admin row: concurrent demotions serialise on it (LAST_ADMIN)."""
+    query = (
+        select(User.id)
+        .where(User.role == "ADMIN", User.is_active.is_(True), User.deleted_at.is_(None))
+        .order_by(User.id)
+        .with_for_update()
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def _guard(
+    session: AsyncSession, user: User, actor_id: uuid.UUID | None, action: str
+) -> None:
+    """An admin may not demote, deactivate or delete itself, nor the last active admin."""
+    if actor_id is not None and user.id == actor_id:
+        raise Conflict("CANNOT_MODIFY_SELF", f"You cannot {action} your own account")
+    if user.role == "ADMIN" and user.is_active and user.deleted_at is None:
+        admins = await _active_admin_ids(session)
+        if len([a for a in admins if a != user.id]) == 0:
+            raise Conflict("LAST_ADMIN", f"Cannot {action} the last active admin")
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    name: str,
+    role: str,
+    via: Literal["register", "admin"],
+    actor_id: uuid.UUID | None = None,
+    email_verified: bool = False,
+) -> User:
+    """Policy, case-insensitive duplicate check (409 EMAIL_EXISTS), argon2id, `user.created`."""
+    email = validate_email(email)
+    name = validate_name(name)
+    role = validate_role(role)
+    check_password_policy(password, email, "password")
+    if await _email_taken(session, email, None):
+        raise Conflict("EMAIL_EXISTS", "Email is already registered")
+    password_hash = await hash_password(password)
+    user = User(
+        id=uuid.uuid4(),
+        email=email,
+        name=name,
+        role=role,
+        password_hash=password_hash,
+        is_active=True,
+        email_verified=email_verified,
+        tokens_valid_after_ms=0,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(user)
+            await session.flush()
+    except IntegrityError:
+        # Lost a race with a concurrent registration of the same email.
+        raise Conflict("EMAIL_EXISTS", "Email is already registered") from None
+    await session.refresh(user)
+    await emit(
+        session,
+        "user.created",
+        {"user": _event_user(user), "via": via},
+        actor_id=actor_id if actor_id is not None else user.id,
+    )
+    return user
+
+
+async def update_user(
+    session: AsyncSession,
+    redis: Redis | None,
+    user_id: uuid.UUID,
+    *,
+    actor_id: uuid.UUID | None,
+    name: str | None = None,
+    email: str | None = None,
+) -> User:
+    """Name and/or email (re-checked for duplicates); emits `user.updated` {user, changes}."""
+    user = await get_user(session, user_id, lock=True)
+    changes: dict[str, dict[str, Any]] = {}
+    if name is not None:
+        name = validate_name(name)
+        if name != user.name:
+            changes["name"] = {"old": user.name, "new": name}
+            user.name = name
+    if email is not None:
+        email = validate_email(email)
+        if email != user.email:
+            if await _email_taken(session, email, user.id):
+                raise Conflict("EMAIL_EXISTS", "Email is already registered")
+            changes["email"] = {"old": user.email, "new": email}
+            user.email = email
+            user.email_verified = False
+    if not changes:
+        return user
+    user.updated_at = datetime.now(UTC)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict("EMAIL_EXISTS", "Email is already registered") from None
+    await session.refresh(user)
+    await emit(
+        session, "user.updated", {"user": _event_user(user), "changes": changes}, actor_id=actor_id
+    )
+    return user
+
+
+async def change_role(
+    session: AsyncSession,
+    redis: Redis | None,
+    user_id: uuid.UUID,
+    new_role: str,
+    *,
+    actor_id: uuid.UUID | None,
+) -> User:
+    """Guards (self, last admin); revokes the user's access tokens (sessions live on, so the
+    next refresh carries the new role); emits `user.role_changed`."""
+    new_role = validate_role(new_role)
+    user = await get_user(session, user_id, lock=True)
+    if new_role == user.role:
+        return user
+    if new_role != "ADMIN":
+        await _guard(session, user, actor_id, "demote")
+    elif actor_id is not None and user.id == actor_id:
+        raise Conflict("CANNOT_MODIFY_SELF", "You cannot change your own role")
+    old_role = user.role
+    user.role = new_role
+    user.updated_at = datetime.now(UTC)
+    await revoke_user(session, redis, user, end_sessions=False, reason="role_changed")
+    await session.refresh(user)
+    await emit(
+        session,
+        "user.role_changed",
+        {"userId": str(user.id), "oldRole": old_role, "newRole": new_role},
+        actor_id=actor_id,
+    )
+    return user
+
+
+async def set_active(
+    session: AsyncSession,
+    redis: Redis | None,
+    user_id: uuid.UUID,
+    is_active: bool,
+    *,
+    actor_id: uuid.UUID | None,
+    reason: str | None = None,
+) -> User:
+    """Deactivation (guards) revokes all tokens and ends all sessions; emits
+    `user.status_changed` {userId, isActive, reason}. No change → no event."""
+    user = await get_user(session, user_id, lock=True)
+    reason = (reason or "").strip() or None
+    if user.is_active == is_active:
+        return user
+    if not is_active:
+        await _guard(session, user, actor_id, "deactivate")
+    user.is_active = is_active
+    user.updated_at = datetime.now(UTC)
+    if not is_active:
+        await revoke_user(session, redis, user, end_sessions=True, reason="deactivated")
+    else:
+        await session.flush()
+    await session.refresh(user)
+    await emit(
+        session,
+        "user.status_changed",
+        {"userId": str(user.id), "isActive": is_active, "reason": reason},
+        actor_id=actor_id,
+    )
+    return user
+
+
+def anonymised_email(user_id: uuid.UUID) -> str:
+    return f"deleted-{user_id.hex}@deleted.invalid"
+
+
+async def delete_user(
+    session: AsyncSession,
+    redis: Redis | None,
+    user_id: uuid.UUID,
+    *,
+    actor_id: uuid.UUID | None,
+) -> None:
+    """Soft delete: deactivate, anonymise the email (so it can be registered again), revoke
+    all tokens and sessions; payments and the row itself are kept; emits `user.deleted`."""
+    user = await get_user(session, user_id, lock=True)
+    await _guard(session, user, actor_id, "delete")
+    user.is_active = False
+    user.deleted_at = datetime.now(UTC)
+    user.email = anonymised_email(user.id)
+    user.email_verified = False
+    user.updated_at = datetime.now(UTC)
+    await revoke_user(session, redis, user, end_sessions=True, reason="deleted")
+    await emit(session, "user.deleted", {"userId": str(user.id)}, actor_id=actor_id)
+
+
+async def set_password(
+    session: AsyncSession, redis: Redis | None, user: User, new_password: str
+) -> None:
+    """Policy-checked new hash; every token and session of the user is revoked (the caller
+    verified the current password and emits `user.password_changed`)."""
+    check_password_policy(new_password, user.email, "newPassword")
+    user.password_hash = await hash_password(new_password)
+    user.updated_at = datetime.now(UTC)
+    await revoke_user(session, redis, user, end_sessions=True, reason="password_changed")
+
+
+__all__ = [
+    "AppError",
+    "change_role",
+    "create_user",
+    "delete_user",
+    "get_user",
+    "revoke_user",
+    "set_active",
+    "set_password",
+    "update_user",
+    "user_json",
+]

@@ -1,0 +1,58 @@
+"""Helpers for the auth tests: a runtime (DB + Redis) and quick user/token helpers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from paysys.core.config import get_settings
+from paysys.core.runtime import Runtime
+
+PASSWORD = "Correct-Horse-42"
+OTHER_PASSWORD = "Battery-Staple-99"
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+@asynccontextmanager
+async def runtime() -> AsyncIterator[Runtime]:
+    rt = Runtime.create(get_settings())
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+async def register(
+    client: httpx.AsyncClient,
+    email: str | None = None,
+    password: str = PASSWORD,
+    name: str = "Test User",
+    role: str | None = None,
+    **headers: str,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"email": email or unique_email(), "password": password, "name": name}
+    if role is not None:
+        body["role"] = role
+    response = await client.post("/api/auth/register", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD, **headers: str
+) -> httpx.Response:
+    return await client.post(
+        "/api/auth/login", json={"email": email, "password": password}, headers=headers
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

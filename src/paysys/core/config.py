@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     upstream_timeout: float = 10.0
     circuit_failure_threshold: int = 5
     circuit_open_seconds: float = 10.0
+    gateway_pool_size: int = 512
+    upstream_probe_interval: float = 5.0
+    openapi_cache_ttl: float = 30.0
 
     psp_webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     payments_processor: Literal["simulated", "none"] = "simulated"

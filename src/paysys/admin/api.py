@@ -1,7 +1,281 @@
-"""HTTP routes of the admin service (parse, authorise, call the service layer, shape)."""
+"""HTTP routes of the admin service (parse, authorise, call the service layer, shape).
+
+Every route requires a Bearer token with role ADMIN (`AdminUser`): 401 without a valid token,
+403 `FORBIDDEN` for any other role.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+
+from paysys.admin import audit, config_service, users_service
+from paysys.admin.schemas import (
+    AuditSort,
+    ConfigValueBody,
+    CreateUserBody,
+    Order,
+    Role,
+    RoleBody,
+    StatusBody,
+    UpdateUserBody,
+    UserSort,
+    config_map,
+    parse_bool,
+    parse_bound,
+)
+from paysys.admin.system_health import system_health
+from paysys.auth import users as domain
+from paysys.core.db import SessionDep
+from paysys.core.envelope import ok, page_of
+from paysys.core.errors import ValidationFailed
+from paysys.core.http import parse_uuid
+from paysys.core.security import AdminUser
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+Page = Annotated[int, Query(ge=1, le=1_000_000)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def _user_id(value: str) -> uuid.UUID:
+    return parse_uuid(value, "USER_NOT_FOUND", "User not found")
+
+
+# --- users (reads) ------------------------------------------------------------------------------
+
+
+@router.get("/users", summary="List, search, filter and sort users")
+async def list_users(
+    admin: AdminUser,
+    session: SessionDep,
+    page: Page = 1,
+    limit: Limit = 10,
+    sort: UserSort = "createdAt",
+    order: Order = "desc",
+    role: Role | None = None,
+    is_active: Annotated[str | None, Query(alias="isActive", max_length=5)] = None,
+    search: Annotated[str | None, Query(max_length=254)] = None,
+    include_deleted: Annotated[str | None, Query(alias="includeDeleted", max_length=5)] = None,
+) -> dict[str, Any]:
+    users, total = await users_service.list_users(
+        session,
+        page=page,
+        limit=limit,
+        sort=sort,
+        order=order,
+        role=role,
+        is_active=parse_bool("isActive", is_active),
+        search=(search or "").strip() or None,
+        include_deleted=bool(parse_bool("includeDeleted", include_deleted)),
+    )
+    return ok(page_of("users", users, page=page, limit=limit, total=total))
+
+
+@router.get("/users/{user_id}", summary="A user with profile and payment counts")
+async def get_user(user_id: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    return ok(await users_service.user_detail(session, _user_id(user_id)))
+
+
+# --- users (writes: the shared user domain of paysys.auth.users) ---------------------------------
+
+
+@router.post("/users", status_code=201, summary="Create a user (same policy as registration)")
+async def create_user(
+    body: CreateUserBody, admin: AdminUser, session: SessionDep
+) -> dict[str, Any]:
+    user = await domain.create_user(
+        session,
+        email=body.email,
+        password=body.password,
+        name=body.name,
+        role=body.role,
+        via="admin",
+        actor_id=admin.id,
+    )
+    await session.commit()
+    return ok(users_service.user_json(user))
+
+
+async def _update_user(
+    user_id: str, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    user = await domain.update_user(
+        session,
+        request.app.state.redis,
+        _user_id(user_id),
+        actor_id=admin.id,
+        name=body.name,
+        email=body.email,
+    )
+    await session.commit()
+    return ok(users_service.user_json(user))
+
+
+router.add_api_route(
+    "/users/{user_id}", _update_user, methods=["PUT"], summary="Update a user's name or email"
+)
+router.add_api_route(
+    "/users/{user_id}",
+    _update_user,
+    methods=["PATCH"],
+    summary="Update a user's name or email",
+    operation_id="patch_user",
+)
+
+
+async def _change_role(
+    user_id: str, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    user = await domain.change_role(
+        session, request.app.state.redis, _user_id(user_id), body.role, actor_id=admin.id
+    )
+    await session.commit()
+    return ok(users_service.user_json(user))
+
+
+router.add_api_route(
+    "/users/{user_id}/role", _change_role, methods=["PUT"], summary="Change a user's role"
+)
+router.add_api_route(
+    "/users/{user_id}/role",
+    _change_role,
+    methods=["PATCH"],
+    summary="Change a user's role",
+    operation_id="patch_user_role",
+)
+
+
+@router.patch("/users/{user_id}/status", summary="Activate or deactivate a user")
+async def set_status(
+    user_id: str, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    user = await domain.set_active(
+        session,
+        request.app.state.redis,
+        _user_id(user_id),
+        body.is_active,
+        actor_id=admin.id,
+        reason=body.reason,
+    )
+    await session.commit()
+    return ok(users_service.user_json(user))
+
+
+@router.delete(
+    "/users/{user_id}", status_code=204, response_class=Response, summary="Soft-delete a user"
+)
+async def delete_user(
+    user_id: str, admin: AdminUser, session: SessionDep, request: Request
+) -> Response:
+    await domain.delete_user(session, request.app.state.redis, _user_id(user_id), actor_id=admin.id)
+    await session.commit()
+    return Response(status_code=204)
+
+
+# --- audit log ----------------------------------------------------------------------------------
+
+_ACTION_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+
+
+@router.get("/audit-logs", summary="The audit trail (built from events)")
+async def list_audit_logs(
+    admin: AdminUser,
+    session: SessionDep,
+    page: Page = 1,
+    limit: Limit = 10,
+    sort: AuditSort = "createdAt",
+    order: Order = "desc",
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    actor_id: Annotated[str | None, Query(alias="actorId", max_length=64)] = None,
+    resource_type: Annotated[str | None, Query(alias="resourceType", max_length=32)] = None,
+    resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
+    start_date: Annotated[str | None, Query(alias="startDate", max_length=64)] = None,
+    end_date: Annotated[str | None, Query(alias="endDate", max_length=64)] = None,
+) -> dict[str, Any]:
+    if action:
+        action = action.strip().upper()
+        if not _ACTION_RE.match(action) or action not in await audit.known_actions(session):
+            raise ValidationFailed("action", "must be one of GET /api/admin/audit-logs/actions")
+    actor = None
+    if actor_id:
+        try:
+            actor = uuid.UUID(actor_id.strip())
+        except ValueError:
+            raise ValidationFailed("actorId", "must be a UUID") from None
+    if resource_type:
+        resource_type = resource_type.strip().lower()
+        if resource_type not in audit.RESOURCE_TYPES:
+            raise ValidationFailed(
+                "resourceType", "must be one of " + ", ".join(audit.RESOURCE_TYPES)
+            )
+    start = parse_bound("startDate", start_date, end=False)
+    end = parse_bound("endDate", end_date, end=True)
+    if start and end and start >= end:
+        raise ValidationFailed("endDate", "must not be before startDate")
+    filters = audit.AuditFilters(
+        action=action or None,
+        actor_id=actor,
+        resource_type=resource_type or None,
+        resource_id=(resource_id or "").strip() or None,
+        start=start,
+        end=end,
+    )
+    logs, total = await audit.list_audit_logs(
+        session, filters, page=page, limit=limit, sort=sort, order=order
+    )
+    return ok(page_of("auditLogs", logs, page=page, limit=limit, total=total))
+
+
+@router.get("/audit-logs/actions", summary="Every audit action")
+async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    return ok({"actions": await audit.known_actions(session)})
+
+
+# --- system health ------------------------------------------------------------------------------
+
+
+@router.get("/health", summary="Health of the whole system (always 200)")
+async def health(request: Request, admin: AdminUser) -> dict[str, Any]:
+    app = request.app
+    return ok(
+        await system_health(app.state.runtime, app.state.settings, app.state.health.started_at)
+    )
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+@router.get("/config", summary="Every configuration key with its value")
+async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    return ok({"config": await config_service.list_entries(session)})
+
+
+@router.put("/config", summary="Set several configuration keys at once (all or nothing)")
+async def put_config(
+    admin: AdminUser,
+    session: SessionDep,
+    body: Annotated[dict[str, Any], Body(examples=[{"payment.maxAmount": "50000.00"}])],
+) -> dict[str, Any]:
+    entries = await config_service.update(session, config_map(body), admin.id)
+    return ok({"config": entries})
+
+
+@router.get("/config/{key}", summary="One configuration key")
+async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    return ok(await config_service.get_entry(session, key))
+
+
+@router.put("/config/{key}", summary="Set one configuration key")
+async def put_config_key(
+    key: str, body: ConfigValueBody, admin: AdminUser, session: SessionDep
+) -> dict[str, Any]:
+    config_service.require_key(key)
+    entries = await config_service.update(session, {key: body.value}, admin.id)
+    return ok(entries[0])
+
+
+__all__ = ["router"]

@@ -1,0 +1,113 @@
+"""System configuration as the admin API sees it: entries, validated updates, `config.updated`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysys.admin.audit import iso
+from paysys.core import sysconfig
+from paysys.core.errors import AppError, NotFound
+from paysys.core.events.outbox import emit
+from paysys.core.sysconfig import KEYS, ConfigValueError, SystemConfig
+
+# Serialises config writers so cross-key rules (min ≤ max) hold under concurrent PUTs.
+_CONFIG_LOCK_ID = 0x5A_C0_F1_6
+
+
+def _entry(key: str, row: SystemConfig | None) -> dict[str, Any]:
+    item = KEYS[key]
+    return {
+        "key": key,
+        "value": row.value if row is not None else item.default,
+        "defaultValue": item.default,
+        "description": item.description,
+        "isDefault": row is None,
+        "updatedAt": iso(row.updated_at) if row is not None else None,
+        "updatedBy": str(row.updated_by) if row is not None and row.updated_by else None,
+    }
+
+
+async def list_entries(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = {row.key: row for row in (await session.scalars(select(SystemConfig))).all()}
+    return [_entry(key, rows.get(key)) for key in sorted(KEYS)]
+
+
+def require_key(key: str) -> None:
+    if key not in KEYS:
+        raise NotFound("CONFIG_KEY_NOT_FOUND", f"Unknown configuration key: {key}")
+
+
+async def get_entry(session: AsyncSession, key: str) -> dict[str, Any]:
+    require_key(key)
+    row = await session.get(SystemConfig, key)
+    return _entry(key, row)
+
+
+def _invalid(problems: list[tuple[str, str]]) -> AppError:
+    details = [{"field": field, "message": message} for field, message in problems]
+    first = details[0]
+    return AppError("VALIDATION_ERROR", f"{first['field']}: {first['message']}", details=details)
+
+
+async def update(
+    session: AsyncSession, changes: dict[str, Any], actor_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """Validate every change, apply all or nothing, emit one `config.updated` per changed key.
+
+    Returns the entries of the keys named in `changes` (in request order)."""
+    problems: list[tuple[str, str]] = []
+    canonical: dict[str, Any] = {}
+    for key, raw in changes.items():
+        if key not in KEYS:
+            problems.append((key, "unknown configuration key"))
+            continue
+        try:
+            canonical[key] = sysconfig.validate(key, raw)
+        except ConfigValueError as exc:
+            problems.append((key, str(exc)))
+    if problems:
+        raise _invalid(problems)
+    if not canonical:
+        raise _invalid([("body", "must name at least one configuration key")])
+
+    await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CONFIG_LOCK_ID})
+    current = await sysconfig.get_values(session)
+    proposed = {**current, **canonical}
+    broken = sysconfig.check_consistency(proposed)
+    if broken is not None:
+        await session.rollback()
+        raise _invalid([broken])
+    for key, value in canonical.items():
+        if current[key] == value:
+            continue  # nothing changes: no write, no event
+        await session.execute(
+            insert(SystemConfig)
+            .values(key=key, value=value, updated_by=actor_id)
+            .on_conflict_do_update(
+                index_elements=["key"],
+                set_={"value": value, "updated_by": actor_id, "updated_at": text("now()")},
+            )
+        )
+        await emit(
+            session,
+            "config.updated",
+            {"key": key, "oldValue": current[key], "newValue": value},
+            actor_id=actor_id,
+        )
+    await session.commit()
+    rows = {
+        row.key: row
+        for row in (
+            await session.scalars(
+                select(SystemConfig)
+                .where(SystemConfig.key.in_(changes))
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    }
+    return [_entry(key, rows.get(key)) for key in changes]

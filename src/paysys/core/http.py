@@ -32,6 +32,7 @@ from paysys.core.middleware import (
     RequestContextMiddleware,
 )
 from paysys.core.runtime import Runtime, Worker
+from paysys.core.security import db_revocation_fallback
 
 _CODE_BY_STATUS = {
     400: "VALIDATION_ERROR",
@@ -182,6 +183,8 @@ def create_service_app(
     app.state.settings = settings
     app.state.workers = all_workers
     app.state.event_handlers = handlers
+    # Redis down: every service decides revocation from the database (core.security).
+    app.state.revocation_fallback = db_revocation_fallback
     install_error_handlers(app)
     health = HealthChecks(
         service,

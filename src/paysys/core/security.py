@@ -347,7 +347,7 @@ _FALLBACK_SQL = text(
     """
     SELECT u.is_active AND u.deleted_at IS NULL AS usable,
            u.tokens_valid_after_ms AS not_before,
-           (SELECT s.revoked_at IS NOT NULL FROM auth_sessions s
+           (SELECT s.revoked FROM auth_sessions s
              WHERE s.id = :sid AND s.user_id = u.id) AS session_revoked
     FROM users u WHERE u.id = :uid
     """

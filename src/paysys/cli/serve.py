@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -19,12 +21,26 @@ PACKAGE_DIR = Path(paysys.__file__).parent
 DEFAULT_PORTS = {"gateway": 3000, "auth": 3001, "payments": 3002, "admin": 3003, "profile": 3004}
 
 
+def _exit_zero(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def exit_zero_on_sigterm() -> None:
+    """SIGTERM is the orderly stop (Kubernetes, Docker, Compose, honcho). uvicorn drains
+    in-flight requests and runs the lifespan shutdown (Runtime.close: workers hand back their
+    work), then re-raises the signal with the previous handler restored; with Python's default
+    disposition the process would die by the signal (status 143) after a clean stop. With this
+    handler it exits 0. (Before uvicorn has installed its own handlers: exit 0 at once.)"""
+    signal.signal(signal.SIGTERM, _exit_zero)
+
+
 def run(
     service: str, port: int | None = None, reload: bool = False, host: str = "127.0.0.1"
 ) -> None:
     if service not in SERVICES:
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     chosen = port or int(os.environ.get("PORT") or DEFAULT_PORTS[service])
+    exit_zero_on_sigterm()
     uvicorn.run(
         f"paysys.{service}.app:create_app",
         factory=True,

@@ -24,6 +24,12 @@ log = get_logger("paysys.runtime")
 # A worker loops until `runtime.stopping` is set, then returns (handing back unfinished work).
 Worker = Callable[["Runtime"], Awaitable[None]]
 
+# How long `close()` waits for workers to return once `stopping` is set (after uvicorn has
+# drained in-flight requests for up to its own `timeout_graceful_shutdown`, 10 s in
+# paysys.cli.serve). Both together stay under Kubernetes' terminationGracePeriodSeconds (30 s,
+# of which the preStop hook sleeps 5): deploy/k8s, docs/operations.md.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
 
 @dataclass
 class Runtime:
@@ -33,6 +39,7 @@ class Runtime:
     redis: Redis
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closed: bool = field(default=False, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -65,12 +72,34 @@ class Runtime:
             await asyncio.wait_for(self.stopping.wait(), seconds)
         return self.stopping.is_set()
 
-    async def close(self, grace: float = 10.0) -> None:
+    async def close(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Graceful stop: signal the workers, give them `grace` seconds to hand back their
+        pending work and return, cancel the stragglers, then close Redis and the DB pool.
+
+        Idempotent, and never raises on the way out (a process must exit even when Redis or
+        PostgreSQL are already gone). A cancelled worker's open transaction rolls back, so
+        the rows it held (locked, not committed) are simply picked up again by another replica.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self.stopping.set()
+        cancelled = 0
         if self.tasks:
+            log.info("stopping workers", workers=len(self.tasks), grace=grace)
             _done, pending = await asyncio.wait(self.tasks, timeout=grace)
             for task in pending:
                 task.cancel()
+            cancelled = len(pending)
             await asyncio.gather(*pending, return_exceptions=True)
-        await self.redis.aclose()
-        await self.engine.dispose()
+            if cancelled:
+                log.warning(
+                    "workers cancelled after the grace period",
+                    workers=sorted(t.get_name() for t in pending),
+                    grace=grace,
+                )
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await self.engine.dispose()
+        log.info("runtime closed", workers=len(self.tasks), cancelled=cancelled)

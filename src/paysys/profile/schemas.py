@@ -1,0 +1,149 @@
+"""Request bodies (validated, unknown fields → 400) and documented response shapes of §6."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+
+from paysys.core.schemas import ApiModel, ResponseModel
+from paysys.profile import validation as rules
+
+MAX_ADDRESS = 500
+MAX_BIO = 1000
+
+PhoneNumber = Annotated[str, Field(max_length=40), AfterValidator(rules.normalize_phone)]
+AvatarUrl = Annotated[
+    str, Field(max_length=rules.MAX_URL_LENGTH), AfterValidator(rules.validate_http_url)
+]
+Language = Annotated[str, Field(max_length=35), AfterValidator(rules.normalize_language)]
+Currency = Annotated[
+    str, Field(min_length=3, max_length=3), AfterValidator(rules.normalize_currency)
+]
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(rules.validate_timezone)]
+Theme = Literal["light", "dark", "system"]
+
+DEFAULT_PREFERENCES: dict[str, Any] = {
+    "theme": "system",
+    "language": "en",
+    "currency": "USD",
+    "timezone": "UTC",
+    "notifications": {"email": True, "push": False, "sms": False},
+}
+
+
+def _blank_is_none(value: Any) -> Any:
+    # Stripe's convention: an empty string unsets an optional field, like null.
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+Blank = BeforeValidator(_blank_is_none)
+
+
+class ProfileUpdate(ApiModel):
+    """PUT and PATCH /api/profile: every field optional; `null` or "" clears it."""
+
+    phone_number: Annotated[PhoneNumber | None, Blank] = Field(
+        default=None, description="E.164; spaces, dashes, dots and parentheses are ignored"
+    )
+    address: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_ADDRESS)
+    avatar_url: Annotated[AvatarUrl | None, Blank] = Field(default=None, description="http(s) URL")
+    bio: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_BIO)
+
+    def changes(self) -> dict[str, str | None]:
+        """Only the fields present in the request, snake_case → new value."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class NotificationsUpdate(ApiModel):
+    email: StrictBool | None = None
+    push: StrictBool | None = None
+    sms: StrictBool | None = None
+
+
+class PreferencesUpdate(ApiModel):
+    """PUT and PATCH /api/profile/preferences: merged deeply into the stored preferences;
+    `null` puts a field (or all of `notifications`) back to its default."""
+
+    theme: Theme | None = None
+    language: Language | None = None
+    currency: Currency | None = None
+    timezone: TimeZone | None = None
+    notifications: NotificationsUpdate | None = None
+
+    def patch(self) -> dict[str, Any]:
+        """The request as a sparse patch (present keys only; None = back to default)."""
+        patch: dict[str, Any] = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, NotificationsUpdate):
+                patch[name] = {key: getattr(value, key) for key in value.model_fields_set}
+            else:
+                patch[name] = value
+        return patch
+
+
+# --- documented responses -----------------------------------------------------------------
+
+
+class NotificationsOut(ResponseModel):
+    email: bool
+    push: bool
+    sms: bool
+
+
+class PreferencesOut(ResponseModel):
+    theme: Theme
+    language: str
+    currency: str
+    timezone: str
+    notifications: NotificationsOut
+
+
+class ProfileUserOut(ResponseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: Literal["CUSTOMER", "VENDOR", "ADMIN"]
+
+
+class ProfileOut(ResponseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    phone_number: str | None
+    address: str | None
+    avatar_url: str | None
+    bio: str | None
+    preferences: PreferencesOut
+    created_at: datetime
+    updated_at: datetime
+    user: ProfileUserOut
+
+
+class ProfileEnvelope(BaseModel):
+    model_config = ConfigDict(title="ProfileResponse")
+    success: Literal[True]
+    data: ProfileOut
+
+
+class PreferencesEnvelope(BaseModel):
+    model_config = ConfigDict(title="PreferencesResponse")
+    success: Literal[True]
+    data: PreferencesOut
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    requestId: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(title="ErrorResponse")
+    success: Literal[False]
+    error: ErrorBody

@@ -1,0 +1,76 @@
+"""Seed profiles of api-contracts §8 (idempotent: fills only what is still empty)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysys.auth.models import User
+from paysys.profile.models import Profile
+from paysys.profile.service import ensure_profile
+
+SEED_PROFILES: dict[str, dict[str, Any]] = {
+    "admin@example.com": {
+        "phone_number": "+14155550100",
+        "address": "1 Market St, San Francisco, CA 94105, US",
+        "avatar_url": "https://avatars.example.com/admin.png",
+        "bio": "Platform administrator.",
+        "preferences": {"theme": "dark"},
+    },
+    "customer@example.com": {
+        "phone_number": "+442071838750",
+        "address": "221B Baker St, London NW1 6XE, GB",
+        "avatar_url": "https://avatars.example.com/customer.png",
+        "bio": "Regular customer.",
+        "preferences": {
+            "currency": "GBP",
+            "timezone": "Europe/London",
+            "language": "en-GB",
+            "notifications": {"sms": True},
+        },
+    },
+    "vendor@example.com": {
+        "phone_number": "+4930901820",
+        "address": "Unter den Linden 1, 10117 Berlin, DE",
+        "avatar_url": "https://avatars.example.com/vendor.png",
+        "bio": "Vendor selling handmade goods.",
+        "preferences": {
+            "theme": "light",
+            "currency": "EUR",
+            "timezone": "Europe/Berlin",
+            "language": "de-DE",
+            "notifications": {"push": True},
+        },
+    },
+}
+
+
+async def seed(session: AsyncSession) -> None:
+    rows = await session.execute(
+        select(User.id, func.lower(User.email)).where(
+            func.lower(User.email).in_(list(SEED_PROFILES))
+        )
+    )
+    for user_id, email in rows.all():
+        await ensure_profile(session, user_id)
+        profile = (
+            await session.execute(select(Profile).where(Profile.user_id == user_id))
+        ).scalar_one()
+        if profile.personal_data_removed_at is not None:
+            continue
+        wanted = SEED_PROFILES[email]
+        values: dict[str, Any] = {
+            name: value
+            for name, value in wanted.items()
+            if name != "preferences" and getattr(profile, name) is None
+        }
+        if not profile.preferences:
+            values["preferences"] = wanted["preferences"]
+        if values:
+            await session.execute(
+                update(Profile)
+                .where(Profile.user_id == user_id)
+                .values(**values, updated_at=func.now())
+            )

@@ -35,6 +35,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
@@ -135,7 +136,7 @@ def postgres_ready(settings: Settings) -> bool:
             conn = await asyncpg.connect(
                 raw_dsn(url.render_as_string(hide_password=False)), timeout=3
             )
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except Exception:  # refused, wrong protocol, auth failure, timeout: not usable
             return False
         await conn.close()
         return True
@@ -290,28 +291,47 @@ def _as_user(command: list[str], user: str | None) -> list[str]:
     return ["su", user, "-s", "/bin/sh", "-c", shlex.join(command)]
 
 
-def _check_traversable(path: Path, user: str) -> None:
-    """The unprivileged user must reach the data directory through every parent."""
+def traversable(path: Path, user: str) -> bool:
+    """Can the unprivileged user reach `path` through every parent directory?"""
     entry = pwd.getpwnam(user)
     for parent in path.parents:
+        if not parent.exists():
+            continue  # created later by us, with the usual permissions
         mode = parent.stat()
         if mode.st_uid != entry.pw_uid and not (mode.st_mode & 0o001):
-            raise InfraError(
-                f"PostgreSQL runs as {user!r} (root may not run it) but {parent} is not "
-                f"accessible to that user: `chmod o+x {parent}` or run as a normal user"
-            )
+            return False
+    return True
+
+
+def postgres_root(os_user: str | None) -> Path:
+    """`.paysys/postgres`, unless PostgreSQL must run as another user who cannot reach it
+    (a project under /root, say): then a private directory in the temp dir, linked from there."""
+    root = state_dir() / "postgres"
+    state_dir().mkdir(parents=True, exist_ok=True)
+    if os_user is None or traversable(root, os_user):
+        return root
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    outside = Path(tempfile.gettempdir()) / f"paysys-postgres-{digest}"
+    outside.mkdir(mode=0o700, exist_ok=True)
+    link = state_dir() / "postgres-data"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(outside)
+    return outside
 
 
 def local_postgres_start(settings: Settings, bindir: Path, strategy: str) -> dict[str, Any]:
     endpoint = postgres_endpoint(settings)
     user_name = make_url(settings.database_url).username or "postgres"
-    root = state_dir() / "postgres"
-    data, sockets, log = root / "data", root / "run", root / "postgres.log"
     os_user = run_as()
+    root = postgres_root(os_user)
+    data, sockets, log = root / "data", root / "run", root / "postgres.log"
     root.mkdir(parents=True, exist_ok=True)
     sockets.mkdir(exist_ok=True)
     if os_user is not None:
-        _check_traversable(root, os_user)
         entry = pwd.getpwnam(os_user)
         for path in (root, sockets):
             os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -433,7 +453,7 @@ def start_postgres(settings: Settings, state: dict[str, Any]) -> dict[str, Any]:
             )
         created = ensure_database(settings)
         if previous and previous.get("strategy") != "external":
-            return {**previous, "created_database": created or previous.get("created_database")}
+            return dict(previous)  # ours, from an earlier start: still ours to stop
         return {"strategy": "external", "port": endpoint.port, "created_database": created}
     if docker_available():
         compose(["up", "-d", "--wait", COMPOSE_SERVICES["postgres"]])
@@ -564,7 +584,7 @@ def logs_text(lines: int) -> str:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}")
     return typer.Exit(1)
 
 

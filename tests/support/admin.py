@@ -98,3 +98,33 @@ async def poll(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def insert_payment(
+    sender_id: uuid.UUID,
+    recipient_id: uuid.UUID | None,
+    *,
+    amount: int = 1000,
+    currency: str = "USD",
+    status: str = "pending",
+    description: str = "test payment",
+    created_at: Any = None,
+    completed_at: Any = None,
+) -> uuid.UUID:
+    """A payment row written directly (amount in minor units)."""
+    payment_id = uuid.uuid4()
+    await fetch(
+        "INSERT INTO payments (id, sender_id, recipient_id, amount, currency, status, type,"
+        " description, created_at, completed_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, 'instant', $7, coalesce($8, now()), $9)",
+        payment_id,
+        sender_id,
+        recipient_id,
+        amount,
+        currency,
+        status,
+        description,
+        created_at,
+        completed_at,
+    )
+    return payment_id

@@ -10,12 +10,11 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from paysys.admin import audit, config_service, users_service
 from paysys.admin.schemas import (
     AuditSort,
-    ConfigValueBody,
     CreateUserBody,
     Order,
     Role,
@@ -23,16 +22,17 @@ from paysys.admin.schemas import (
     StatusBody,
     UpdateUserBody,
     UserSort,
-    config_map,
     parse_bool,
-    parse_bound,
 )
+from paysys.admin.stats import system_stats
 from paysys.admin.system_health import system_health
 from paysys.auth import users as domain
+from paysys.core import money
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok, page_of
-from paysys.core.errors import ValidationFailed
+from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.http import parse_uuid
+from paysys.core.querydates import parse_range
 from paysys.core.security import AdminUser
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -212,17 +212,14 @@ async def list_audit_logs(
             raise ValidationFailed(
                 "resourceType", "must be one of " + ", ".join(audit.RESOURCE_TYPES)
             )
-    start = parse_bound("startDate", start_date, end=False)
-    end = parse_bound("endDate", end_date, end=True)
-    if start and end and start >= end:
-        raise ValidationFailed("endDate", "must not be before startDate")
+    period = parse_range(start_date, end_date)
     filters = audit.AuditFilters(
         action=action or None,
         actor_id=actor,
         resource_type=resource_type or None,
         resource_id=(resource_id or "").strip() or None,
-        start=start,
-        end=end,
+        start=period.start,
+        end=period.end_exclusive,
     )
     logs, total = await audit.list_audit_logs(
         session, filters, page=page, limit=limit, sort=sort, order=order
@@ -233,6 +230,18 @@ async def list_audit_logs(
 @router.get("/audit-logs/actions", summary="Every audit action")
 async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
     return ok({"actions": await audit.known_actions(session)})
+
+
+# --- stats --------------------------------------------------------------------------------------
+
+
+@router.get("/stats", summary="Users, payments and a daily series")
+async def stats(
+    admin: AdminUser,
+    session: SessionDep,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> dict[str, Any]:
+    return ok(await system_stats(session, days))
 
 
 # --- system health ------------------------------------------------------------------------------
@@ -254,13 +263,60 @@ async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
     return ok({"config": await config_service.list_entries(session)})
 
 
-@router.put("/config", summary="Set several configuration keys at once (all or nothing)")
-async def put_config(
-    admin: AdminUser,
-    session: SessionDep,
-    body: Annotated[dict[str, Any], Body(examples=[{"payment.maxAmount": "50000.00"}])],
-) -> dict[str, Any]:
-    entries = await config_service.update(session, config_map(body), admin.id)
+async def _json_body(request: Request) -> Any:
+    """The body parsed without floats (`paysys.core.money.loads`): amounts stay exact."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ValidationFailed("body", "is required")
+    try:
+        return money.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise AppError("INVALID_JSON", "Request body is not valid JSON") from None
+
+
+_CONFIG_MAP_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "configuration key → new value (all or nothing)",
+                    "additionalProperties": True,
+                },
+                "example": {"payment.minAmount": "1.00", "payment.maxAmount": "50000.00"},
+            }
+        },
+    }
+}
+_CONFIG_VALUE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["value"],
+                    "properties": {"value": {}},
+                    "additionalProperties": False,
+                },
+                "example": {"value": "50000.00"},
+            }
+        },
+    }
+}
+
+
+@router.put(
+    "/config",
+    summary="Set several configuration keys at once (all or nothing)",
+    openapi_extra=_CONFIG_MAP_DOC,
+)
+async def put_config(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", "must be an object of configuration keys and values")
+    entries = await config_service.update(session, body, admin.id)
     return ok({"config": entries})
 
 
@@ -269,13 +325,18 @@ async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dic
     return ok(await config_service.get_entry(session, key))
 
 
-@router.put("/config/{key}", summary="Set one configuration key")
+@router.put("/config/{key}", summary="Set one configuration key", openapi_extra=_CONFIG_VALUE_DOC)
 async def put_config_key(
-    key: str, body: ConfigValueBody, admin: AdminUser, session: SessionDep
+    key: str, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
     config_service.require_key(key)
-    entries = await config_service.update(session, {key: body.value}, admin.id)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", "must be an object with a value")
+    unknown = sorted(set(body) - {"value"})
+    if unknown:
+        raise ValidationFailed(unknown[0], "unknown field")
+    if "value" not in body:
+        raise ValidationFailed("value", "is required")
+    entries = await config_service.update(session, {key: body["value"]}, admin.id)
     return ok(entries[0])
-
-
-__all__ = ["router"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -15,30 +13,6 @@ Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
 Order = Literal["asc", "desc"]
 UserSort = Literal["createdAt", "email", "name", "role"]
 AuditSort = Literal["createdAt", "action"]
-
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_bound(field: str, value: str | None, *, end: bool) -> datetime | None:
-    """ISO-8601 date-time or plain date → an aware UTC instant.
-
-    Start bounds are inclusive. End bounds are returned **exclusive**: a plain end date covers
-    that whole UTC day (→ the next midnight), a date-time end covers its instant (→ +1 µs)."""
-    if value is None or value == "":
-        return None
-    text = value.strip()
-    try:
-        if _DATE_ONLY.match(text):
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day, time.min, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(field, "must be an ISO-8601 date or date-time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
-    return parsed + timedelta(microseconds=1) if end else parsed
 
 
 def parse_bool(field: str, value: str | None) -> bool | None:
@@ -71,14 +45,3 @@ class RoleBody(ApiModel):
 class StatusBody(ApiModel):
     is_active: bool
     reason: str | None = Field(default=None, max_length=500)
-
-
-class ConfigValueBody(ApiModel):
-    value: Any = Field(...)
-
-
-def config_map(body: Any) -> dict[str, Any]:
-    """`PUT /api/admin/config` body: an object of `{key: value}` (several keys at once)."""
-    if not isinstance(body, dict):
-        raise ValidationFailed("body", "must be an object of configuration keys and values")
-    return body

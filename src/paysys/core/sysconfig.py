@@ -12,13 +12,11 @@ bounds on the amount's face value; payments compares them with each payment's am
 
 from __future__ import annotations
 
-import importlib
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Text, func, select
@@ -26,11 +24,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from paysys.core import money
 from paysys.core.db import Base
 
-MAX_AMOUNT = Decimal("100000000.00")
-_AMOUNT_RE = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+MAX_AMOUNT = Decimal("100000000.00")  # = paysys.core.money.MAX_MAJOR
 
 
 class SystemConfig(Base):
@@ -50,18 +47,17 @@ class ConfigValueError(ValueError):
 
 
 def parse_amount(value: Any) -> Decimal:
-    """A JSON number or decimal string → Decimal; the rules of §1.3 for amounts."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigValueError('must be a decimal string such as "10.00"')
-    text = str(value).strip() if not isinstance(value, float) else repr(value)
-    if text.startswith("-"):
-        raise ConfigValueError("must be greater than 0")
-    if not _AMOUNT_RE.match(text):
-        raise ConfigValueError("must be a decimal with at most 2 decimal places")
+    """A JSON number or decimal string → Decimal, by the amount rules of `paysys.core.money`
+    (§1.3) with 2 decimals: positive, no exponent, at most 100000000.00."""
+    if isinstance(value, float):
+        # FastAPI hands JSON numbers over as floats: take the shortest literal that
+        # round-trips (what the client wrote for any sensible amount); exponents stay refused.
+        value = repr(value)
     try:
-        amount = Decimal(text)
-    except InvalidOperation:  # pragma: no cover - the regex already guarantees a decimal
-        raise ConfigValueError("must be a decimal") from None
+        whole, frac = money.parse_decimal(value, 2)
+    except money.MoneyError as exc:
+        raise ConfigValueError(str(exc)) from None
+    amount = Decimal(whole) + Decimal(frac).scaleb(-2)
     if amount <= 0:
         raise ConfigValueError("must be greater than 0")
     if amount > MAX_AMOUNT:
@@ -74,26 +70,10 @@ def _amount(value: Any) -> str:
 
 
 def _currency(value: Any) -> str:
-    if not isinstance(value, str) or not _CURRENCY_RE.match(value.strip()):
-        raise ConfigValueError("must be an ISO 4217 currency code")
-    code = value.strip().upper()
-    known = _known_currencies()
-    if known is not None and code not in known:
-        raise ConfigValueError("must be an ISO 4217 currency code")
-    return code
-
-
-def _known_currencies() -> set[str] | None:
-    """The currency table of paysys.core.money when it is there (owned by payments)."""
     try:
-        money = importlib.import_module("paysys.core.money")
-    except ImportError:  # pragma: no cover - before the money module lands
-        return None
-    for name in ("CURRENCIES", "MINOR_UNITS", "CURRENCY_DIGITS"):
-        table = getattr(money, name, None)
-        if table:
-            return set(table)
-    return None  # pragma: no cover
+        return money.parse_currency(value)
+    except money.MoneyError as exc:
+        raise ConfigValueError(str(exc)) from None
 
 
 def _bool(value: Any) -> bool:

@@ -2,6 +2,169 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import ipaddress
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request, Response
+
+from paysys.auth import service
+from paysys.auth.schemas import (
+    AuthOut,
+    LoginRequest,
+    LogoutRequest,
+    MessageOut,
+    PasswordChangeRequest,
+    RefreshRequest,
+    RegisterRequest,
+    SessionsOut,
+    TokenPairOut,
+    UserOut,
+)
+from paysys.core.db import SessionDep
+from paysys.core.envelope import ok
+from paysys.core.http import parse_uuid
+from paysys.core.security import CurrentUser, get_codec
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def _trusted(peer: str | None, proxies: list[str]) -> bool:
+    if not peer or not proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    for entry in proxies:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def client_info(request: Request) -> service.ClientInfo:
+    """The caller's IP (the first `X-Forwarded-For` hop when the peer is a trusted proxy,
+    `TRUSTED_PROXIES`) and user agent."""
+    peer = request.client.host if request.client else None
+    ip = peer
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and _trusted(peer, request.app.state.settings.trusted_proxies):
+        first = forwarded.split(",")[0].strip()
+        try:
+            ip = str(ipaddress.ip_address(first))
+        except ValueError:
+            ip = peer
+    return service.ClientInfo.of(ip, request.headers.get("user-agent"))
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    summary="Create an account (CUSTOMER or VENDOR) and sign in",
+    response_description="`{user, accessToken, refreshToken, expiresIn}`",
+    responses={201: {"model": AuthOut}},
+)
+async def register(body: RegisterRequest, request: Request, session: SessionDep) -> Any:
+    data = await service.register(
+        session,
+        get_codec(request),
+        email=body.email,
+        password=body.password,
+        name=body.name,
+        role=body.role,
+        client=client_info(request),
+    )
+    return ok(data)
+
+
+@router.post("/login", summary="Sign in", responses={200: {"model": AuthOut}})
+async def login(body: LoginRequest, request: Request, session: SessionDep) -> Any:
+    data = await service.login(
+        session,
+        get_codec(request),
+        email=body.email,
+        password=body.password,
+        client=client_info(request),
+    )
+    return ok(data)
+
+
+@router.post("/refresh", summary="Rotate a refresh token", responses={200: {"model": TokenPairOut}})
+async def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> Any:
+    data = await service.refresh(
+        session,
+        request.app.state.redis,
+        get_codec(request),
+        token=body.refresh_token,
+        client=client_info(request),
+    )
+    return ok(data)
+
+
+@router.post("/logout", summary="End a session or all", responses={200: {"model": MessageOut}})
+async def logout(
+    principal: CurrentUser,
+    request: Request,
+    session: SessionDep,
+    body: Annotated[LogoutRequest | None, Body()] = None,
+) -> Any:
+    body = body or LogoutRequest()
+    await service.logout(
+        session,
+        request.app.state.redis,
+        get_codec(request),
+        principal,
+        refresh_token=body.refresh_token,
+        all_sessions=body.all_sessions,
+    )
+    message = "Logged out of all sessions" if body.all_sessions else "Logged out"
+    return ok({"message": message})
+
+
+@router.get("/me", summary="The signed-in user", responses={200: {"model": UserOut}})
+async def me(principal: CurrentUser, session: SessionDep) -> Any:
+    return ok(await service.me(session, principal))
+
+
+@router.post(
+    "/password",
+    summary="Change the password (ends every session)",
+    responses={200: {"model": MessageOut}},
+)
+@router.put(
+    "/password",
+    summary="Change the password (ends every session)",
+    responses={200: {"model": MessageOut}},
+)
+async def change_password(
+    body: PasswordChangeRequest, principal: CurrentUser, request: Request, session: SessionDep
+) -> Any:
+    await service.change_password(
+        session,
+        request.app.state.redis,
+        principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        client=client_info(request),
+    )
+    return ok({"message": "Password changed; please sign in again"})
+
+
+@router.get("/sessions", summary="Active sessions", responses={200: {"model": SessionsOut}})
+async def sessions(principal: CurrentUser, session: SessionDep) -> Any:
+    return ok(await service.list_sessions(session, principal))
+
+
+@router.delete(
+    "/sessions/{session_id}", status_code=204, summary="End one session", response_class=Response
+)
+async def revoke_session(
+    session_id: str, principal: CurrentUser, request: Request, session: SessionDep
+) -> Response:
+    sid = parse_uuid(session_id, "SESSION_NOT_FOUND", "Session not found")
+    await service.revoke_one_session(
+        session, request.app.state.redis, get_codec(request), principal, sid
+    )
+    return Response(status_code=204)

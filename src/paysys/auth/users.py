@@ -106,7 +106,7 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = Fa
     """A live (not deleted) user, or 404 USER_NOT_FOUND. `lock` takes the row lock."""
     query = select(User).where(User.id == user_id, User.deleted_at.is_(None))
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     user = (await session.execute(query)).scalar_one_or_none()
     if user is None:
         raise NotFound("USER_NOT_FOUND", "User not found")

@@ -1,0 +1,37 @@
+"""Seed users of api-contracts §8 (development and test only; idempotent)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysys.auth import users
+from paysys.auth.models import User
+
+SEED_PASSWORD = "TestPassword123!"
+SEED_USERS = (
+    ("admin@example.com", "Admin User", "ADMIN"),
+    ("customer@example.com", "Customer User", "CUSTOMER"),
+    ("vendor@example.com", "Vendor User", "VENDOR"),
+)
+
+
+async def seed(session: AsyncSession) -> None:
+    """Creates the three users through the shared domain code (policy, argon2id, events);
+    users that already exist are left exactly as they are."""
+    for email, name, role in SEED_USERS:
+        exists = await session.scalar(
+            select(func.count()).select_from(User).where(func.lower(User.email) == email)
+        )
+        if exists:
+            continue
+        await users.create_user(
+            session,
+            email=email,
+            password=SEED_PASSWORD,
+            name=name,
+            role=role,
+            via="admin",
+            email_verified=True,
+        )
+    await session.commit()

@@ -1,42 +1,166 @@
-"""The API gateway's ASGI app: a lean Starlette app (no FastAPI on the hot path)."""
+"""The API gateway's ASGI app: a lean Starlette app (no FastAPI on the hot path).
+
+Middleware, outermost first: RequestContext (request id, security headers, access log,
+metrics) → CORS (preflight answered before anything else; headers on every response, the
+gateway's own errors included) → CatchAll → ProxyMiddleware (`/api/**` → the proxy) → the
+Starlette router (health, docs, OpenAPI, metrics).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from paysys.core.config import Settings, get_settings
+from paysys.core.context import set_service_name
+from paysys.core.envelope import error_bytes
 from paysys.core.health import HealthChecks
-from paysys.core.logging import configure_logging
+from paysys.core.logging import configure_logging, get_logger
 from paysys.core.metrics import metrics_endpoint
 from paysys.core.middleware import CatchAllMiddleware, CORSMiddleware, RequestContextMiddleware
 from paysys.core.redis import create_redis
+from paysys.gateway.openapi import OpenAPIAggregator, docs_endpoint
+from paysys.gateway.proxy import Proxy, ProxyMiddleware
+from paysys.gateway.ratelimit import RateLimiter
+from paysys.gateway.upstreams import ServicePool, Upstream, build_pools, set_ready
+
+log = get_logger("paysys.gateway")
+
+
+class ServiceDown(Exception):
+    """No URL of a service answered its readiness probe."""
+
+
+class Gateway:
+    """Everything the gateway process holds: pools, proxy, OpenAPI cache, probe task."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pools: dict[str, ServicePool] = build_pools(
+            settings.service_urls(),
+            threshold=settings.circuit_failure_threshold,
+            open_seconds=settings.circuit_open_seconds,
+        )
+        self.proxy = Proxy(settings, self.pools)
+        self.openapi = OpenAPIAggregator(
+            self.pools, ttl=settings.openapi_cache_ttl, timeout=settings.health_timeout
+        )
+        self.probe_timeout = aiohttp.ClientTimeout(total=settings.health_timeout)
+        self.redis: Any = None
+        self._prober: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.redis = create_redis(self.settings.redis_url)
+        session = self.proxy.start(RateLimiter(self.redis))
+        self.openapi.session = session
+        self._prober = asyncio.create_task(self._probe_loop(), name="gateway-upstream-probe")
+
+    async def stop(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        await self.proxy.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def probe(self, upstream: Upstream) -> bool:
+        """Active health: GET /health/ready on one URL (2 s)."""
+        session = self.proxy.session
+        assert session is not None
+        try:
+            async with session.get(
+                upstream.base + "/health/ready", timeout=self.probe_timeout
+            ) as response:
+                await response.read()
+                ready = response.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            ready = False
+        if set_ready(upstream, ready):
+            log.info("upstream ready again", service=upstream.service, upstream=upstream.base)
+            self.openapi.invalidate()  # it may have restarted with a new document
+        return ready
+
+    async def probe_all(self) -> None:
+        upstreams = [u for pool in self.pools.values() for u in pool.upstreams]
+        await asyncio.gather(*(self.probe(u) for u in upstreams))
+
+    async def _probe_loop(self) -> None:
+        interval = self.settings.upstream_probe_interval
+        while True:
+            try:
+                await self.probe_all()
+            except Exception:  # pragma: no cover - a probe never raises; keep looping anyway
+                log.exception("upstream probe failed")
+            await asyncio.sleep(interval)
+
+    def service_check(self, name: str) -> Any:
+        pool = self.pools[name]
+
+        async def check() -> dict[str, Any]:
+            results = await asyncio.gather(*(self.probe(u) for u in pool.upstreams))
+            instances = [u.snapshot() for u in pool.upstreams]
+            if not any(results):
+                raise ServiceDown(name)
+            return {"instances": instances}
+
+        return check
+
+    async def redis_check(self) -> None:
+        await self.redis.ping()
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    code, message = (
+        ("METHOD_NOT_ALLOWED", "Method not allowed")
+        if status == 405
+        else ("NOT_FOUND", "Route not found")
+    )
+    return Response(error_bytes(code, message), status, media_type="application/json")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = (settings or get_settings()).model_copy(update={"service_name": "gateway"})
+    set_service_name("gateway")
+    gateway = Gateway(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         configure_logging("gateway", settings.log_level, json_output=settings.is_production)
-        app.state.redis = create_redis(settings.redis_url)
+        await gateway.start()
+        app.state.redis = gateway.redis
         try:
             yield
         finally:
-            await app.state.redis.aclose()
+            await gateway.stop()
 
-    async def redis_check() -> None:
-        await app.state.redis.ping()
-
-    health = HealthChecks(
-        "gateway", timeout=settings.health_timeout, required={"redis": redis_check}
+    checks: dict[str, Any] = {"redis": gateway.redis_check}
+    checks.update({name: gateway.service_check(name) for name in gateway.pools})
+    health = HealthChecks("gateway", timeout=settings.health_timeout, required=checks)
+    routes = [
+        *health.routes(),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", gateway.openapi.endpoint, methods=["GET"]),
+        Route("/docs", docs_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _http_error, 405: _http_error},
     )
-    routes = [*health.routes(), Route("/metrics", metrics_endpoint, methods=["GET"])]
-    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
+    app.state.gateway = gateway
+    app.add_middleware(ProxyMiddleware, proxy=gateway.proxy)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, service="gateway")

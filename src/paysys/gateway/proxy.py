@@ -1,0 +1,535 @@
+"""The streaming reverse proxy: `/api/{auth,payments,admin,profile}/**` → the service.
+
+Pure ASGI, one pass over the request headers, no per-path routing table. Per request:
+classify the path → edge auth (JWT, pure CPU) → one Redis round trip (revocation + rate limit,
+see `ratelimit.py`) → forward through a pooled aiohttp session (keep-alive) with the body
+streamed both ways → copy the answer back, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientRequest
+from multidict import CIMultiDict, istr
+from prometheus_client import Counter
+from starlette.types import ASGIApp, Receive, Scope, Send
+from yarl import URL
+
+from paysys.core.config import Settings
+from paysys.core.context import request_id_var
+from paysys.core.errors import AppError
+from paysys.core.logging import get_logger
+from paysys.core.middleware import send_error
+from paysys.core.security import Principal, TokenCodec, bearer_token
+from paysys.gateway.ratelimit import RATE_LIMITED, Policy, RateLimiter
+from paysys.gateway.upstreams import ServicePool, Upstream
+
+log = get_logger("paysys.gateway")
+
+UPSTREAM_ERRORS = Counter(
+    "paysys_gateway_upstream_errors_total",
+    "Upstream failures seen by the gateway",
+    ["service", "kind"],
+)
+
+# --- header rules -------------------------------------------------------------------------
+
+# Request headers the proxy handles itself (value: what to do with it).
+_KEEP, _DROP, _AUTH, _CONN, _XFF, _XFP, _XFH, _HOST, _LEN, _TE = range(10)
+_REQUEST_HEADERS: dict[bytes, int] = {
+    b"authorization": _AUTH,
+    b"content-length": _LEN,
+    b"transfer-encoding": _TE,
+    b"connection": _CONN,
+    b"host": _HOST,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP,
+    b"x-forwarded-host": _XFH,
+    # hop-by-hop (RFC 9110 §7.6.1) and proxy-only
+    b"keep-alive": _DROP,
+    b"proxy-connection": _DROP,
+    b"proxy-authorization": _DROP,
+    b"proxy-authenticate": _DROP,
+    b"te": _DROP,
+    b"trailer": _DROP,
+    b"upgrade": _DROP,
+    b"expect": _DROP,  # the ASGI server already answered 100-continue
+    # set by the gateway only: a client must not choose them
+    b"x-request-id": _DROP,
+    b"x-real-ip": _DROP,
+    b"x-client-ip": _DROP,
+    b"x-forwarded-port": _DROP,
+    b"x-forwarded-prefix": _DROP,
+    b"forwarded": _DROP,
+}
+# Internal identity headers: never accepted from a client.
+IDENTITY_PREFIXES = (b"x-user-", b"x-internal-", b"x-auth-", b"x-gateway-", b"x-principal-")
+
+_RESPONSE_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"date",  # the ASGI server sets its own
+        b"server",
+    }
+)
+
+# Responses up to this size are read in one piece (one ASGI body message instead of a loop).
+SMALL_BODY = 64 * 1024
+_NO_BODY_STATUS = frozenset({204, 304})
+
+# --- edge auth rules ----------------------------------------------------------------------
+
+AUTH_BEARER_PATHS = frozenset(
+    {"/api/auth/logout", "/api/auth/me", "/api/auth/password", "/api/auth/sessions"}
+)
+AUTH_LIMITED_ENDPOINTS = ("login", "register", "refresh")
+WEBHOOK_PATH = "/api/payments/webhooks/psp"
+
+
+def requires_bearer(service: str, path: str, method: str) -> bool:
+    """Which forwarded routes need a valid access token at the edge (api-contracts §2/§3)."""
+    if service == "auth":
+        trimmed = path.rstrip("/")
+        return trimmed in AUTH_BEARER_PATHS or trimmed.startswith("/api/auth/sessions/")
+    if service == "payments":
+        return not (method == "POST" and path.rstrip("/") == WEBHOOK_PATH)
+    return True  # admin, profile
+
+
+class _ProxyRequest(ClientRequest):
+    """aiohttp request that adds no headers of its own (no Accept, Accept-Encoding,
+    User-Agent or Content-Type the client did not send): the proxy forwards what it got."""
+
+    DEFAULT_HEADERS: dict[istr, str] = {}
+    _skip_auto_headers = CIMultiDict({"Content-Type": None})
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        return None
+
+
+class TokenCache:
+    """Verified access tokens by their exact text, so a client's next requests skip the JWT
+    signature check (the gateway's largest CPU cost). The token's own expiry is checked on
+    every hit; revocation is checked in Redis on every request regardless. Bounded."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, codec: TokenCodec) -> None:
+        self.codec = codec
+        self._cache: dict[bytes, Principal] = {}
+
+    def principal(self, authorization: bytes | None) -> Principal:
+        if authorization is not None:
+            cached = self._cache.get(authorization)
+            if cached is not None:
+                if cached.expires_at > time.time():
+                    return cached
+                del self._cache[authorization]
+        principal = self.codec.decode_access(
+            bearer_token(authorization.decode("latin-1") if authorization is not None else None)
+        )
+        if len(self._cache) >= self.MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[authorization] = principal  # type: ignore[index]
+        return principal
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being forwarded."""
+
+
+# --- client address -----------------------------------------------------------------------
+
+
+class ClientAddress:
+    """The client IP: the socket peer, unless the peer is a trusted proxy; then the right-most
+    X-Forwarded-For hop that is not itself trusted (hops left of it could be spoofed)."""
+
+    def __init__(self, trusted: list[str]) -> None:
+        self.networks = [ipaddress.ip_network(item.strip(), strict=False) for item in trusted]
+        self.enabled = bool(self.networks)
+        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
+
+    def _is_trusted(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def resolve(self, peer: str, forwarded_for: str | None) -> tuple[str, str, bool]:
+        """→ (client ip, X-Forwarded-For to send upstream, peer trusted)."""
+        if not self.enabled or not self.is_trusted(peer):
+            return peer, peer, False
+        if not forwarded_for:
+            return peer, peer, True
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        hops.append(peer)
+        index = 0
+        for position in range(len(hops) - 1, -1, -1):
+            if not self.is_trusted(hops[position]):
+                index = position
+                break
+        return hops[index], ", ".join(hops[index:]), True
+
+
+# --- the proxy ------------------------------------------------------------------------------
+
+
+class Proxy:
+    """State shared by the proxy's requests: session, pools, limiter, codec, policies."""
+
+    def __init__(self, settings: Settings, pools: dict[str, ServicePool]) -> None:
+        self.settings = settings
+        self.pools = pools
+        self.tokens = TokenCache(TokenCodec(settings))
+        self.address = ClientAddress(settings.trusted_proxies)
+        self.default_policy = Policy("default", settings.rate_limit_max, settings.rate_limit_window)
+        self.auth_policies: dict[str, tuple[str, Policy]] = {}
+        for endpoint in AUTH_LIMITED_ENDPOINTS:
+            policy = Policy(
+                f"auth-{endpoint}", settings.auth_rate_limit_max, settings.auth_rate_limit_window
+            )
+            for path in (f"/api/auth/{endpoint}", f"/api/auth/{endpoint}/"):
+                self.auth_policies[path] = (f"{endpoint}:", policy)
+        self.labels = {name: f"/api/{name}/**" for name in pools}
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.upstream_timeout, sock_read=settings.upstream_timeout
+        )
+        self.session: aiohttp.ClientSession | None = None
+        self.limiter: RateLimiter | None = None
+
+    def start(self, limiter: RateLimiter) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.gateway_pool_size,
+            limit_per_host=0,
+            # Below uvicorn's 5 s keep-alive, so the pool never reuses a socket the service
+            # is closing.
+            keepalive_timeout=4.0,
+            ttl_dns_cache=300,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            request_class=_ProxyRequest,
+            cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's cookies for another
+            auto_decompress=False,  # bodies pass through as encoded by the service
+            trust_env=False,
+            timeout=self.timeout,
+        )
+        self.limiter = limiter
+        return self.session
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- per request ---------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        end = path.find("/", 5)
+        service = path[5:] if end < 0 else path[5:end]
+        pool = self.pools.get(service)
+        if pool is None:
+            scope["route_label"] = "/api/*"
+            await send_error(send, 404, "NOT_FOUND", "Route not found")
+            return
+        scope["route_label"] = self.labels[service]
+        method: str = scope["method"]
+
+        authorization = connection = xff = xfp = xfh = host = None
+        has_body = False
+        forward: list[tuple[str, str]] = []
+        append = forward.append
+        for name, value in scope["headers"]:
+            action = _REQUEST_HEADERS.get(name)
+            if action is None:
+                if name[:2] == b"x-" and name.startswith(IDENTITY_PREFIXES):
+                    continue
+                append((name.decode("latin-1"), value.decode("latin-1")))
+            elif action == _AUTH:
+                authorization = value
+                append(("authorization", value.decode("latin-1")))
+            elif action == _LEN:
+                if value != b"0":
+                    has_body = True
+                append(("content-length", value.decode("latin-1")))
+            elif action == _TE:
+                has_body = True
+            elif action == _CONN:
+                connection = value
+            elif action == _XFF:
+                xff = value if xff is None else xff + b", " + value
+            elif action == _HOST:
+                host = value
+            elif action == _XFP:
+                xfp = value
+            elif action == _XFH:
+                xfh = value
+        if connection is not None:
+            forward = _drop_connection_tokens(forward, connection)
+
+        # Edge auth (pure CPU; no Redis yet).
+        principal: Principal | None = None
+        if requires_bearer(service, path, method):
+            try:
+                principal = self.tokens.principal(authorization)
+            except AppError as error:
+                await send_error(send, error.status, error.code, error.message)
+                return
+            if service == "admin" and principal.role != "ADMIN":
+                await send_error(send, 403, "FORBIDDEN", "This action requires role ADMIN")
+                return
+
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        client_ip, forwarded_for, trusted = self.address.resolve(
+            peer, xff.decode("latin-1") if xff is not None else None
+        )
+
+        # One Redis round trip: revocation marks (if authenticated) + the sliding window.
+        special = self.auth_policies.get(path) if service == "auth" else None
+        if special is not None:
+            key = special[0] + client_ip
+            policy = special[1]
+        elif principal is not None:
+            key = "u:" + str(principal.id)
+            policy = self.default_policy
+        else:
+            key = "ip:" + client_ip
+            policy = self.default_policy
+        assert self.limiter is not None
+        decision = await self.limiter.hit(key, policy, principal if special is None else None)
+        if decision.revoked:
+            await send_error(send, 401, "TOKEN_INVALID", "Token has been revoked")
+            return
+        limit_headers = decision.headers()
+        if not decision.allowed:
+            RATE_LIMITED.labels(policy.name).inc()
+            await send_error(
+                send, 429, "RATE_LIMIT_EXCEEDED", "Too many requests, retry later", limit_headers
+            )
+            return
+
+        append = forward.append
+        append(("x-forwarded-for", forwarded_for))
+        append(("x-real-ip", client_ip))
+        append(
+            (
+                "x-forwarded-proto",
+                xfp.decode("latin-1") if trusted and xfp else scope.get("scheme", "http"),
+            )
+        )
+        forwarded_host = xfh if trusted and xfh else host
+        if forwarded_host is not None:
+            append(("x-forwarded-host", forwarded_host.decode("latin-1")))
+        rid = request_id_var.get()
+        if rid:
+            append(("x-request-id", rid))
+
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        query: bytes = scope["query_string"]
+        target = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
+
+        body: bytes | AsyncIterator[bytes] | None = None
+        gone: list[bool] = []
+        if has_body:
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                return
+            if first.get("more_body", False):
+                body = _stream_body(first.get("body", b""), receive, gone)
+            else:
+                body = first.get("body", b"")
+        await self.forward(scope, send, pool, method, target, forward, body, gone, limit_headers)
+
+    async def forward(
+        self,
+        scope: Scope,
+        send: Send,
+        pool: ServicePool,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+        gone: list[bool],
+        limit_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        assert self.session is not None
+        retryable = (method == "GET" or method == "HEAD") and not isinstance(body, AsyncIterator)
+        tried: tuple[Upstream, ...] = ()
+        while True:
+            upstream = pool.choose(tried)
+            if upstream is None:
+                if tried:  # every other URL is down too: report the last failure
+                    await send_error(
+                        send,
+                        502,
+                        "BAD_GATEWAY",
+                        f"The {pool.name} service could not be reached",
+                        limit_headers,
+                    )
+                    return
+                UPSTREAM_ERRORS.labels(pool.name, "circuit_open").inc()
+                await send_error(
+                    send,
+                    503,
+                    "SERVICE_UNAVAILABLE",
+                    f"The {pool.name} service is unavailable, retry later",
+                    [*limit_headers, (b"retry-after", b"1")],
+                )
+                return
+            try:
+                response = await self.session.request(
+                    method,
+                    URL(upstream.base + target, encoded=True),
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+            except TimeoutError:  # includes aiohttp's connect/read timeouts
+                if gone:
+                    upstream.release()
+                    return
+                upstream.failure()
+                UPSTREAM_ERRORS.labels(pool.name, "timeout").inc()
+                await send_error(
+                    send,
+                    504,
+                    "GATEWAY_TIMEOUT",
+                    f"The {pool.name} service did not answer in time",
+                    limit_headers,
+                )
+                return
+            except (aiohttp.ClientError, OSError, ClientGone) as exc:
+                if gone or isinstance(exc, ClientGone):
+                    upstream.release()
+                    return
+                upstream.failure()
+                UPSTREAM_ERRORS.labels(pool.name, "connect").inc()
+                if retryable and len(tried) < 2:
+                    tried = (*tried, upstream)
+                    continue
+                await send_error(
+                    send,
+                    502,
+                    "BAD_GATEWAY",
+                    f"The {pool.name} service could not be reached",
+                    limit_headers,
+                )
+                return
+            upstream.success()
+            await self._relay(send, method, response, limit_headers, pool.name)
+            return
+
+    async def _relay(
+        self,
+        send: Send,
+        method: str,
+        response: aiohttp.ClientResponse,
+        limit_headers: list[tuple[bytes, bytes]],
+        service: str,
+    ) -> None:
+        started = False
+        try:
+            headers: list[tuple[bytes, bytes]] = []
+            connection: bytes | None = None
+            for name, value in response.raw_headers:
+                lower = name.lower()
+                if lower in _RESPONSE_DROP:
+                    if lower == b"connection":
+                        connection = value
+                    continue
+                headers.append((lower, value))
+            if connection is not None:
+                tokens = {t.strip().lower() for t in connection.split(b",")}
+                headers = [(k, v) for k, v in headers if k not in tokens]
+            headers.extend(limit_headers)
+            status = response.status
+            length = response.content_length
+            if (
+                method == "HEAD"
+                or status in _NO_BODY_STATUS
+                or (length is not None and length <= SMALL_BODY)
+            ):
+                data = await response.read()
+                started = True
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": data})
+                return
+            started = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            UPSTREAM_ERRORS.labels(service, "response").inc()
+            if not started:
+                timeout = isinstance(exc, asyncio.TimeoutError)
+                await send_error(
+                    send,
+                    504 if timeout else 502,
+                    "GATEWAY_TIMEOUT" if timeout else "BAD_GATEWAY",
+                    f"The {service} service did not answer in time"
+                    if timeout
+                    else f"The {service} service could not be reached",
+                    limit_headers,
+                )
+                return
+            # Mid-body: the status is already out; end the response unfinished so the
+            # server closes the connection and the client sees a truncated body.
+            log.warning("upstream response interrupted", service=service, error=type(exc).__name__)
+        finally:
+            response.release()
+
+
+def _drop_connection_tokens(
+    headers: list[tuple[str, str]], connection: bytes
+) -> list[tuple[str, str]]:
+    tokens = {t.strip().lower() for t in connection.decode("latin-1").split(",")}
+    return [(k, v) for k, v in headers if k not in tokens]
+
+
+async def _stream_body(first: bytes, receive: Receive, gone: list[bool]) -> AsyncIterator[bytes]:
+    """The request body as it arrives (ASGI receive → aiohttp), never held whole."""
+    if first:
+        yield first
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.append(True)
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+class ProxyMiddleware:
+    """Sends `/api/**` to the proxy and everything else (health, docs, metrics) to the app."""
+
+    def __init__(self, app: ASGIApp, proxy: Proxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

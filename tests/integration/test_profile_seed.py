@@ -1,0 +1,65 @@
+"""`paysys db seed`, profile part: the §8 users' profiles, idempotent."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, select
+
+from paysys.auth.models import User
+from paysys.profile import seed
+from paysys.profile.models import Profile
+from tests.support.auth import runtime
+
+pytestmark = pytest.mark.usefixtures("clean_state")
+
+
+async def _snapshot(session) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    rows = await session.execute(select(Profile).order_by(Profile.user_id))
+    return {
+        p.user_id: (p.phone_number, p.address, p.avatar_url, p.bio, p.preferences, p.updated_at)
+        for p in rows.scalars()
+    }
+
+
+async def test_seed_profiles_idempotent() -> None:
+    async with runtime() as rt, rt.sessionmaker() as session:
+        ids = {}
+        for email in seed.SEED_PROFILES:
+            user_id = await session.scalar(
+                insert(User)
+                .values(email=email.upper(), name=email, role="CUSTOMER", password_hash="x")
+                .returning(User.id)
+            )
+            ids[email] = user_id
+        await session.commit()
+        await seed.seed(session)
+        await session.commit()
+        first = await _snapshot(session)
+        assert len(first) == 3
+        vendor = first[ids["vendor@example.com"]]
+        assert vendor[0] == "+4930901820" and vendor[4]["currency"] == "EUR"
+        await seed.seed(session)
+        await session.commit()
+        assert await _snapshot(session) == first
+
+
+async def test_seed_without_users_does_nothing_and_keeps_erased_profiles() -> None:
+    async with runtime() as rt, rt.sessionmaker() as session:
+        await seed.seed(session)
+        await session.commit()
+        assert await _snapshot(session) == {}
+        user_id = await session.scalar(
+            insert(User)
+            .values(email="admin@example.com", name="A", role="ADMIN", password_hash="x")
+            .returning(User.id)
+        )
+        from sqlalchemy import func
+
+        await session.execute(
+            insert(Profile).values(user_id=user_id, personal_data_removed_at=func.now())
+        )
+        await session.commit()
+        await seed.seed(session)
+        await session.commit()
+        (row,) = (await _snapshot(session)).values()
+        assert row[:5] == (None, None, None, None, {})

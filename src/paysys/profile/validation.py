@@ -11,6 +11,8 @@ import zoneinfo
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from paysys.core.money import MoneyError, parse_currency
+
 PHONE_NOISE = re.compile(r"[\s\-.()]")
 E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 MAX_URL_LENGTH = 2048
@@ -70,9 +72,8 @@ def normalize_language(value: str) -> str:
 
 
 def normalize_currency(value: str) -> str:
-    from paysys.profile.currency import is_currency
-
-    code = value.upper()
-    if not is_currency(code):
-        raise ValueError("must be an ISO 4217 currency code such as USD")
-    return code
+    """ISO 4217 via the one table of `paysys.core.money` (lower case accepted, upper-cased)."""
+    try:
+        return parse_currency(value)
+    except MoneyError:
+        raise ValueError("must be an ISO 4217 currency code such as USD") from None

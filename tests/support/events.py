@@ -76,7 +76,7 @@ def _in_thread(fn: Callable[[], Any]) -> Any:
         return pool.submit(fn).result()
 
 
-def create_hub_database(tag: str) -> HubUrls:
+def create_hub_database(tag: str, revision: str = "0001_foundation") -> HubUrls:
     from paysys.db import migrate
 
     base = make_url(os.environ["DATABASE_URL"])
@@ -87,7 +87,7 @@ def create_hub_database(tag: str) -> HubUrls:
 
     def prepare() -> None:
         asyncio.run(drop_database(database_url))
-        migrate.upgrade(settings, "0001_foundation")
+        migrate.upgrade(settings, revision)
 
         async def schema() -> None:
             conn = await asyncpg.connect(raw_dsn(database_url))
@@ -106,9 +106,9 @@ def drop_hub_database(urls: HubUrls) -> None:
     _in_thread(lambda: asyncio.run(drop_database(urls.database_url)))
 
 
-def hub_database(tag: str) -> Iterator[HubUrls]:
+def hub_database(tag: str, revision: str = "0001_foundation") -> Iterator[HubUrls]:
     """Body of a module-scoped fixture: a private database + Redis db, dropped afterwards."""
-    urls = create_hub_database(tag)
+    urls = create_hub_database(tag, revision)
     try:
         yield urls
     finally:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib
 import signal
-import sys
 
 import typer
 
@@ -95,7 +94,7 @@ def worker(
         pass
     typer.echo(f"paysys worker {service}: starting (Ctrl-C to stop)", err=True)
     asyncio.run(run_workers(service, relay=relay))
-    sys.stderr.flush()
+    typer.echo(f"paysys worker {service}: stopped", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

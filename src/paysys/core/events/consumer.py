@@ -212,7 +212,11 @@ class Consumer:
             if await self.handle(entry_id, fields, count):
                 settled.append(entry_id)
         if settled:
-            await self.redis.xack(STREAM, self.group, *settled)
+            await self.ack(settled)
+
+    async def ack(self, entry_ids: list[str]) -> None:
+        """XACK, only ever after the entries' transactions committed."""
+        await self.redis.xack(STREAM, self.group, *entry_ids)
 
     async def handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> bool:
         """True when the entry is settled (handled, duplicate, ignored or dead-lettered)."""

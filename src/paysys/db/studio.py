@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
-def run(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> None:  # pragma: no cover - blocking
+def run(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> None:
     import uvicorn
 
     uvicorn.run(create_app(), host=host, port=port, log_level="info")

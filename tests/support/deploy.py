@@ -58,6 +58,24 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def documented_unset(path: Path) -> set[str]:
+    """Settings an env file documents as deliberately unset: `# KEY=` comment lines."""
+    found = set()
+    for raw in path.read_text().splitlines():
+        line = raw.strip().lstrip("#").strip()
+        key, sep, _value = line.partition("=")
+        if raw.strip().startswith("#") and sep and key.isupper() and key.replace("_", "").isalnum():
+            found.add(key)
+    return found
+
+
+def optional_settings() -> set[str]:
+    """Settings whose default is None (may be left unset everywhere)."""
+    from paysys.core.config import Settings
+
+    return {name.upper() for name, f in Settings.model_fields.items() if f.default is None}
+
+
 def validate_k8s(doc: dict[str, Any], version: str = K8S_VERSION) -> None:
     """Strict schema validation (unknown fields are errors) against `version`, offline."""
     import kubernetes_validate

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     psp_webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     payments_processor: Literal["simulated", "none"] = "simulated"
     processor_delay_ms: int = 500
+    # Payments: where the simulated processor posts its signed webhooks (default: this
+    # service's own port), how long a claimed payment stays with one processor before another
+    # may take it over, and how long a request waits for a concurrent one holding the same
+    # Idempotency-Key before answering 409 IDEMPOTENCY_IN_PROGRESS.
+    payments_webhook_url: str | None = None
+    processor_lease_ms: int = 30000
+    idempotency_wait_ms: int = 5000
 
     studio_session_secret: str = DEFAULT_ADMIN_SESSION_SECRET
     background_workers: bool = True

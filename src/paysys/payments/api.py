@@ -2,6 +2,207 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from pydantic import ValidationError as PydanticValidationError
+
+from paysys.core import money
+from paysys.core.envelope import ok, page_of
+from paysys.core.errors import AppError, ValidationFailed
+from paysys.core.http import parse_uuid
+from paysys.core.querydates import DateRange, parse_end, parse_start
+from paysys.core.security import CurrentUser, Principal, require_role
+from paysys.payments import service, webhooks
+from paysys.payments.db import connect, dumps
+from paysys.payments.limits import AmountLimits
+from paysys.payments.schemas import (
+    CancelInput,
+    CreateInput,
+    StatusInput,
+    WebhookInput,
+    parse_create,
+    parse_list_query,
+    parse_recipients_query,
+    parse_report_query,
+    validation_failed,
+)
 
 router = APIRouter(prefix="/api/payments", tags=["payments"])
+
+ReportViewer = Annotated[Principal, Depends(require_role("VENDOR", "ADMIN"))]
+REPORT_DEFAULT_DAYS = 30
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        dumps(ok(data)).encode(),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.runtime.engine
+
+
+def _limits(request: Request) -> AmountLimits:
+    limits: AmountLimits | None = getattr(request.app.state, "payment_limits", None)
+    if limits is None:
+        limits = AmountLimits()
+        request.app.state.payment_limits = limits
+    return limits
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise ValidationFailed("body", "is required")
+    try:
+        return money.loads(raw)
+    except (ValueError, RecursionError):
+        raise AppError("INVALID_JSON", "Request body is not valid JSON") from None
+
+
+_CREATE_SCHEMA = CreateInput.model_json_schema(by_alias=True)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a payment (idempotent with Idempotency-Key)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _CREATE_SCHEMA}},
+        }
+    },
+    responses={
+        201: {"description": "The payment (`Idempotent-Replayed: true` on a replay)"},
+        409: {"description": "IDEMPOTENCY_IN_PROGRESS"},
+        422: {"description": "IDEMPOTENCY_KEY_REUSED"},
+    },
+)
+async def create_payment(
+    request: Request,
+    principal: CurrentUser,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", description="1-255 characters")
+    ] = None,
+) -> Response:
+    if idempotency_key is not None:
+        idempotency_key = idempotency_key.strip()
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise ValidationFailed("Idempotency-Key", "must be 1-255 characters")
+    body = _parse_json(await request.body())
+    data = parse_create(body)
+    settings = request.app.state.settings
+    limits = await _limits(request).get(request.app.state.sessionmaker)
+    async with connect(_engine(request)) as conn:
+        created = await service.create_payment(
+            conn,
+            principal,
+            data,
+            idempotency_key=idempotency_key,
+            request_fingerprint=service.fingerprint(body) if idempotency_key else "",
+            wait_ms=settings.idempotency_wait_ms,
+            limits=limits,
+        )
+    headers = {"Idempotent-Replayed": "true"} if created.replayed else None
+    return Response(
+        created.body, status_code=created.status, media_type="application/json", headers=headers
+    )
+
+
+@router.get("", summary="List visible payments (filters, sorts, pagination)")
+async def list_payments(request: Request, principal: CurrentUser) -> Response:
+    query = parse_list_query(request.query_params)
+    async with connect(_engine(request)) as conn:
+        items, total = await service.list_payments(conn, query, principal)
+    return json_response(
+        page_of("payments", items, page=query.page, limit=query.limit, total=total)
+    )
+
+
+@router.get("/recipients", summary="Recipient lookup (a bare array, at most 100)")
+async def recipients(request: Request, principal: CurrentUser) -> Response:
+    q, limit = parse_recipients_query(request.query_params)
+    async with connect(_engine(request)) as conn:
+        items = await service.recipients(conn, principal, q, limit)
+    return json_response(items)
+
+
+@router.get("/reports", summary="Report per status, type and currency (VENDOR, ADMIN)")
+async def reports(request: Request, principal: ReportViewer) -> Response:
+    start, end, currency, start_field, end_field = parse_report_query(request.query_params)
+    upper = parse_end(end, end_field) if end else datetime.now(UTC)
+    lower = (
+        parse_start(start, start_field) if start else upper - timedelta(days=REPORT_DEFAULT_DAYS)
+    )
+    if lower >= upper:
+        raise ValidationFailed(start_field, f"must not be after {end_field}")
+    async with connect(_engine(request)) as conn:
+        data = await service.report(conn, principal, DateRange(lower, upper), currency)
+    return json_response(data)
+
+
+@router.post("/webhooks/psp", summary="PSP webhook (PSP-Signature; no bearer token)")
+async def psp_webhook(request: Request) -> Response:
+    raw = await request.body()
+    webhooks.verify(
+        raw, request.headers.get(webhooks.HEADER), request.app.state.settings.psp_webhook_secret
+    )
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise AppError("INVALID_JSON", "Request body is not valid JSON") from None
+    try:
+        event = WebhookInput.model_validate(body)
+    except PydanticValidationError as exc:
+        raise validation_failed(exc) from None
+    async with connect(_engine(request)) as conn:
+        await service.apply_psp_event(
+            conn,
+            event_id=event.eventId,
+            payment_id=event.paymentId,
+            status=event.status,
+            psp_transaction_id=event.pspTransactionId or None,
+            failure_reason=event.failureReason or None,
+        )
+    return json_response({"received": True})
+
+
+@router.get("/{payment_id}", summary="A payment with its history (oldest first)")
+async def get_payment(payment_id: str, request: Request, principal: CurrentUser) -> Response:
+    pid = parse_uuid(payment_id, "PAYMENT_NOT_FOUND", "Payment not found")
+    async with connect(_engine(request)) as conn:
+        data = await service.get_payment(conn, principal, pid)
+    return json_response(data)
+
+
+@router.patch("/{payment_id}/status", summary="Change a payment's status (state machine)")
+async def change_status(
+    payment_id: str, body: StatusInput, request: Request, principal: CurrentUser
+) -> Response:
+    pid = parse_uuid(payment_id, "PAYMENT_NOT_FOUND", "Payment not found")
+    async with connect(_engine(request)) as conn:
+        data = await service.change_status(conn, principal, pid, body.status, body.reason)
+    return json_response(data)
+
+
+@router.post("/{payment_id}/cancel", summary="Cancel a pending payment (sender or ADMIN)")
+async def cancel(
+    payment_id: str,
+    request: Request,
+    principal: CurrentUser,
+    body: CancelInput | None = None,
+) -> Response:
+    pid = parse_uuid(payment_id, "PAYMENT_NOT_FOUND", "Payment not found")
+    reason = body.reason if body is not None else None
+    async with connect(_engine(request)) as conn:
+        data = await service.change_status(conn, principal, pid, "cancelled", reason)
+    return json_response(data)

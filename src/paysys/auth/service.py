@@ -246,7 +246,13 @@ async def login(
     if throttle is not None:
         await session.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
     if needs_rehash:
-        user.password_hash = await hash_password(password)
+        # Parameters changed since this hash was made: upgrade it (not a user-visible update).
+        await session.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(password_hash=await hash_password(password), updated_at=User.updated_at)
+            .execution_options(synchronize_session=False)
+        )
     pair = await _open_session(session, codec, user, client)
     await emit(
         session,

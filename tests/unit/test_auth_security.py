@@ -1,0 +1,115 @@
+"""core.security: password policy, hashing parameters, token codec (forged tokens)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import argon2
+import jwt
+import pytest
+
+from paysys.core.config import Settings
+from paysys.core.errors import AppError
+from paysys.core.security import (
+    PASSWORD_HASHER,
+    TokenCodec,
+    bearer_token,
+    check_password_policy,
+    hash_password,
+    password_problems,
+    verify_password,
+)
+
+
+def test_policy_reports_each_failed_rule() -> None:
+    assert password_problems("Good-Password-1") == []
+    assert password_problems("a" * 129 + "A1!") == ["must be at most 128 characters"]
+    assert password_problems("ALLUPPERCASE1!") == ["must contain at least one lower-case letter"]
+    assert password_problems("Bob@Example.com1", "bob@example.com1") == [
+        "must not be the email address"
+    ]
+    with pytest.raises(AppError) as exc:
+        check_password_policy("", None, "newPassword")
+    assert exc.value.code == "VALIDATION_ERROR"
+    assert [d["field"] for d in exc.value.details] == ["newPassword"] * 5
+    assert exc.value.message == "newPassword: must be at least 12 characters"
+
+
+async def test_argon2id_parameters_and_rehash_detection() -> None:
+    params = argon2.extract_parameters(await hash_password("Good-Password-1"))
+    assert params.type is argon2.Type.ID
+    assert params.memory_cost >= 19 * 1024 and params.time_cost >= 2
+    weak = argon2.PasswordHasher(time_cost=1, memory_cost=8 * 1024).hash("Good-Password-1")
+    assert await verify_password(weak, "Good-Password-1") == (True, True)
+    assert await verify_password(weak, "wrong") == (False, False)
+    assert await verify_password("not-a-hash", "x") == (False, False)
+    assert PASSWORD_HASHER.check_needs_rehash(weak)
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    for bad in (None, "", "Basic abc", "Bearer", "Bearer a b"):
+        with pytest.raises(AppError) as exc:
+            bearer_token(bad)
+        assert exc.value.code == "UNAUTHORIZED"
+
+
+def _claims(codec: TokenCodec, **over: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": str(uuid.uuid4()),
+        "type": "access",
+        "iss": codec.settings.jwt_issuer,
+        "aud": codec.settings.jwt_audience,
+        "iat": now,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+        "email": "a@b.co",
+        "name": "A",
+        "role": "CUSTOMER",
+        "sid": str(uuid.uuid4()),
+    }
+    claims.update(over)
+    return claims
+
+
+def _expect(codec: TokenCodec, token: str, code: str) -> None:
+    with pytest.raises(AppError) as exc:
+        codec.decode_access(token)
+    assert exc.value.code == code and exc.value.status == 401
+
+
+@pytest.mark.filterwarnings("ignore:The HMAC key")
+def test_forged_tokens_are_refused() -> None:
+    settings = Settings()
+    codec = TokenCodec(settings)
+    secret = settings.jwt_access_secret
+    good = jwt.encode(_claims(codec), secret, "HS256")
+    assert codec.decode_access(good).role == "CUSTOMER"
+    _expect(codec, jwt.encode(_claims(codec), None, "none"), "TOKEN_INVALID")
+    _expect(codec, jwt.encode(_claims(codec), "x" * 40, "HS256"), "TOKEN_INVALID")
+    _expect(codec, jwt.encode(_claims(codec), secret, "HS512"), "TOKEN_INVALID")
+    _expect(codec, jwt.encode(_claims(codec, aud="other"), secret, "HS256"), "TOKEN_INVALID")
+    _expect(codec, jwt.encode(_claims(codec, iss="evil"), secret, "HS256"), "TOKEN_INVALID")
+    _expect(codec, jwt.encode(_claims(codec, type="refresh"), secret, "HS256"), "TOKEN_INVALID")
+    _expect(codec, jwt.encode(_claims(codec, sub="nope"), secret, "HS256"), "TOKEN_INVALID")
+    expired = _claims(codec, iat=int(time.time()) - 120, exp=int(time.time()) - 60)
+    _expect(codec, jwt.encode(expired, secret, "HS256"), "TOKEN_EXPIRED")
+    # A refresh token (other secret, other type) is never an access token, and vice versa.
+    refresh, _ = codec.issue_refresh(user_id=uuid.uuid4(), family=str(uuid.uuid4()))
+    _expect(codec, refresh, "TOKEN_INVALID")
+    access, _ = codec.issue_access(
+        user_id=uuid.uuid4(), email="a@b.co", name="A", role="VENDOR", sid="s"
+    )
+    with pytest.raises(AppError) as exc:
+        codec.decode_refresh(access)
+    assert exc.value.code == "TOKEN_INVALID"
+
+
+def test_deterministic_issue_for_the_grace_replay() -> None:
+    codec = TokenCodec(Settings())
+    uid, fam = uuid.uuid4(), str(uuid.uuid4())
+    a = codec.issue_refresh(user_id=uid, family=fam, issued_ms=1_700_000_000_123, jti="j")[0]
+    b = codec.issue_refresh(user_id=uid, family=fam, issued_ms=1_700_000_000_123, jti="j")[0]
+    assert a == b

@@ -314,6 +314,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        timeout_graceful_shutdown=1,
     )
 
 

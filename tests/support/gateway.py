@@ -189,7 +189,11 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(*_json(200, {"ok": True}, [(b"set-cookie", b"sid=secret; Path=/")]))
         return
     if action == "status":
-        await respond(*_json(int(parts[3]), {"status": int(parts[3])}))
+        code = int(parts[3])
+        if code in (204, 304):
+            await respond(code, [], b"")
+        else:
+            await respond(*_json(code, {"status": code}))
         return
 
     # default: echo

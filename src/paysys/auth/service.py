@@ -380,8 +380,12 @@ async def logout(
     """No body: end the access token's session. `refreshToken`: end that token's session
     (it must be the caller's). `allSessions`: end all of them. The presented access token
     is revoked in every case."""
+    ended: list[uuid.UUID] = []
     if all_sessions:
-        ended = await _end_sessions(session, principal.id, "logout_all")
+        # Every token of the user issued until now dies: the per-user "not before" mark, which
+        # the gateway checks at the edge too, plus every session's revoked flag.
+        user = await users.get_user(session, principal.id, lock=True)
+        await users.revoke_user(session, redis, user, end_sessions=True, reason="logout_all")
     else:
         target = _sid(principal)
         if refresh_token:

@@ -22,7 +22,10 @@ from paysys.core.security import revoke_session, revoke_user_tokens_before
 
 log = get_logger("paysys.auth.workers")
 
-SYNC_INTERVAL = 5.0
+SYNC_INTERVAL = 2.0
+# Present while Redis holds everything synced so far; gone after a Redis restart or flush
+# (marks are not persisted), which triggers a full re-publication.
+SYNCED_KEY = "auth:revocations:synced"
 OVERLAP = timedelta(seconds=60)  # covers transactions that commit a little after their now()
 THROTTLE_KEEP = timedelta(hours=1)
 
@@ -32,6 +35,8 @@ async def sync_once(runtime: Runtime, since: datetime | None) -> datetime:
     Returns the new watermark; raises RedisError when Redis is still down."""
     access_ttl = runtime.settings.access_ttl
     ttl = int(access_ttl.total_seconds()) + 60
+    if since is not None and not await runtime.redis.exists(SYNCED_KEY):
+        since = None  # Redis lost its data: publish everything that can still matter
     async with runtime.sessionmaker() as session:
         now: datetime = (await session.execute(select(func.now()))).scalar_one()
         horizon = now - access_ttl - OVERLAP
@@ -58,6 +63,7 @@ async def sync_once(runtime: Runtime, since: datetime | None) -> datetime:
         await revoke_user_tokens_before(runtime.redis, user_id, int(at_ms), ttl)
     for sid in sids:
         await revoke_session(runtime.redis, str(sid), ttl)
+    await runtime.redis.set(SYNCED_KEY, "1")
     return now
 
 

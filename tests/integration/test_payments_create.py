@@ -9,8 +9,6 @@ import pytest
 
 from tests.support.payments import body, count, events_of, make_user, pg
 
-pytestmark = pytest.mark.usefixtures("clean_state")
-
 
 async def _client(app_client):
     return await app_client("payments")
@@ -68,7 +66,7 @@ async def test_amounts_accepted(app_client, amount, currency, stored, shown) -> 
     assert r.status_code == 201, r.text
     assert r.json()["data"]["amount"] == shown
     assert r.json()["data"]["currency"] == currency.upper()
-    assert await count("SELECT amount FROM payments") == stored
+    assert await count("SELECT amount FROM payments WHERE sender_id = $1", alice.id) == stored
 
 
 RAW_AMOUNT_CASES = [
@@ -119,7 +117,7 @@ async def test_amounts_refused(app_client, raw, currency, message) -> None:
     assert error["code"] == "VALIDATION_ERROR"
     assert error["message"].startswith("amount: ") and message in error["message"]
     assert error["details"][0]["field"] == "amount"
-    assert await count("SELECT count(*) FROM payments") == 0
+    assert await count("SELECT count(*) FROM payments WHERE sender_id = $1", alice.id) == 0
 
 
 @pytest.mark.parametrize(
@@ -193,7 +191,7 @@ async def test_recipient_rules(app_client) -> None:
         "/api/payments", json=body(recipientEmail=f"  {bob.email.upper()} "), headers=alice.headers
     )
     assert r.status_code == 201 and r.json()["data"]["recipientId"] == str(bob.id)
-    assert await count("SELECT count(*) FROM payments") == 1
+    assert await count("SELECT count(*) FROM payments WHERE sender_id = $1", alice.id) == 1
 
 
 async def test_bad_json_auth_and_empty_body(app_client) -> None:
@@ -217,6 +215,7 @@ async def test_config_limits_are_enforced_and_reloaded(app_client) -> None:
     client = await _client(app_client)
     alice, bob = await make_user(), await make_user()
     async with pg() as conn:
+        await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")
         await conn.execute(
             "INSERT INTO system_config (key, value) VALUES ('payment.minAmount', '\"5.00\"'), "
             "('payment.maxAmount', '\"1000.00\"')"
@@ -250,3 +249,6 @@ async def test_config_limits_are_enforced_and_reloaded(app_client) -> None:
     assert r.status_code == 201, r.text
     payloads = [json.loads(r.content)]
     assert payloads[0]["data"]["amount"] == "2.00"
+    async with pg() as conn:
+        await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")
+    limits.invalidate()

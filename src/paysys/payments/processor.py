@@ -210,9 +210,12 @@ class ProcessorWorker:
         delay = max(0.0, settings.processor_delay_ms / 1000)
         lease = max(settings.processor_lease_ms / 1000, delay + 1.0)
         poll = min(0.25, max(0.02, delay / 2))
-        custom = self._sender_factory() if self._sender_factory else None
-        http = None if custom is not None else HttpSender(webhook_url(settings))
-        send: WebhookSender = custom or http  # type: ignore[assignment]
+        http = HttpSender(webhook_url(settings))
+
+        async def send(body: bytes, headers: dict[str, str]) -> int:
+            custom = self._sender_factory() if self._sender_factory else None
+            return await (custom or http)(body, headers)
+
         try:
             while not runtime.stopping.is_set():
                 free = MAX_INFLIGHT - len(self.inflight)
@@ -238,8 +241,7 @@ class ProcessorWorker:
                     break
         finally:
             await self._shutdown(runtime)
-            if http is not None:
-                await http.close()
+            await http.close()
 
     def _forget(self, payment_id: uuid.UUID) -> Callable[[asyncio.Task[bool]], None]:
         def done(_task: asyncio.Task[bool]) -> None:

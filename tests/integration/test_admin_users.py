@@ -342,19 +342,27 @@ async def test_admin_cannot_demote_itself_or_the_last_admin(client) -> None:  # 
 
 
 async def test_last_admin_guard_under_concurrent_demotions(client) -> None:  # type: ignore[no-untyped-def]
-    a, a_headers = await admin_and_token()
-    b, b_headers = await admin_and_token()
-    # Each demotes the other at the same time: exactly one may win, one admin always remains.
-    results = await asyncio.gather(
-        client.put(f"/api/admin/users/{b['id']}/role", headers=a_headers, json={"role": "VENDOR"}),
-        client.put(f"/api/admin/users/{a['id']}/role", headers=b_headers, json={"role": "VENDOR"}),
-    )
-    statuses = sorted(r.status_code for r in results)
-    assert statuses[0] == 200, [r.text for r in results]
-    # The loser is refused: its own token was revoked (401) or the guard held (409).
-    assert statuses[1] in (401, 409), [r.text for r in results]
-    rows = await fetch("SELECT count(*) AS n FROM users WHERE role = 'ADMIN' AND is_active")
-    assert rows[0]["n"] == 1
+    survivor = await admin_and_token()
+    for _ in range(3):
+        (a, a_headers), (b, b_headers) = survivor, await admin_and_token()
+        # Each demotes the other at the same time: exactly one may win, one admin remains
+        # (their row locks cross: PostgreSQL may abort one as a deadlock; it is retried).
+        results = await asyncio.gather(
+            client.put(
+                f"/api/admin/users/{b['id']}/role", headers=a_headers, json={"role": "VENDOR"}
+            ),
+            client.put(
+                f"/api/admin/users/{a['id']}/role", headers=b_headers, json={"role": "VENDOR"}
+            ),
+        )
+        codes = [r.status_code for r in results]
+        assert sorted(codes)[0] == 200, [r.text for r in results]
+        # The loser is refused: its own token was revoked (401) or the guard held (409).
+        assert sorted(codes)[1] in (401, 409), [r.text for r in results]
+        rows = await fetch("SELECT id FROM users WHERE role = 'ADMIN' AND is_active")
+        assert len(rows) == 1
+        survivor = (a, a_headers) if codes[0] == 200 else (b, b_headers)
+        assert rows[0]["id"] == survivor[0]["id"]
 
 
 async def test_last_active_admin_cannot_be_deactivated_by_deactivated_peer(client) -> None:  # type: ignore[no-untyped-def]

@@ -57,21 +57,36 @@ async def insert_user(
     return {"id": user_id, "email": email, "name": name, "role": role}
 
 
-def token_for(user: dict[str, Any], settings: Settings | None = None) -> str:
+def token_for(
+    user: dict[str, Any], settings: Settings | None = None, sid: uuid.UUID | None = None
+) -> str:
     codec = TokenCodec(settings or get_settings())
     token, _ = codec.issue_access(
         user_id=user["id"],
         email=user["email"],
         name=user["name"],
         role=user["role"],
-        sid=str(uuid.uuid4()),
+        sid=str(sid or uuid.uuid4()),
     )
     return token
 
 
+async def session_token(user: dict[str, Any]) -> str:
+    """An access token backed by a real `auth_sessions` row (what login makes), so it also
+    passes the database revocation check used while Redis is down."""
+    sid = uuid.uuid4()
+    await fetch(
+        "INSERT INTO auth_sessions (id, user_id, refresh_hash, rotated_at_ms, expires_at)"
+        " VALUES ($1, $2, 'x', 0, now() + interval '1 day')",
+        sid,
+        user["id"],
+    )
+    return token_for(user, sid=sid)
+
+
 async def admin_and_token(**kwargs: Any) -> tuple[dict[str, Any], dict[str, str]]:
     admin = await insert_user(role="ADMIN", **kwargs)
-    return admin, bearer(token_for(admin))
+    return admin, bearer(await session_token(admin))
 
 
 def event(type: str, data: dict[str, Any], **fields: Any) -> EventEnvelope:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.admin import audit, config_service, users_service
 from paysys.admin.schemas import (
@@ -32,10 +35,13 @@ from paysys.core.db import SessionDep
 from paysys.core.envelope import ok, page_of
 from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.http import parse_uuid
+from paysys.core.logging import get_logger
 from paysys.core.querydates import parse_range
 from paysys.core.security import AdminUser
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
+log = get_logger("paysys.admin")
+T = TypeVar("T")
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -43,6 +49,28 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 def _user_id(value: str) -> uuid.UUID:
     return parse_uuid(value, "USER_NOT_FOUND", "User not found")
+
+
+# PostgreSQL aborts one of two transactions that lock the same admin rows in opposite order
+# (e.g. two admins demoting each other at once): deadlock_detected / serialization_failure.
+_RETRYABLE = {"40P01", "40001"}
+_ATTEMPTS = 3
+
+
+async def _write(session: AsyncSession, operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a user-domain write and commit; a deadlocked attempt is rolled back and redone
+    (the retry re-reads everything, so guards see the winner's committed state)."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            result = await operation()
+            await session.commit()
+            return result
+        except DBAPIError as exc:
+            await session.rollback()
+            if getattr(exc.orig, "sqlstate", None) not in _RETRYABLE or attempt == _ATTEMPTS:
+                raise
+            log.info("retrying admin write after a lock conflict", attempt=attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --- users (reads) ------------------------------------------------------------------------------
@@ -103,15 +131,18 @@ async def create_user(
 async def _update_user(
     user_id: str, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    user = await domain.update_user(
+    target = _user_id(user_id)
+    user = await _write(
         session,
-        request.app.state.redis,
-        _user_id(user_id),
-        actor_id=admin.id,
-        name=body.name,
-        email=body.email,
+        lambda: domain.update_user(
+            session,
+            request.app.state.redis,
+            target,
+            actor_id=admin.id,
+            name=body.name,
+            email=body.email,
+        ),
     )
-    await session.commit()
     return ok(users_service.user_json(user))
 
 
@@ -130,10 +161,13 @@ router.add_api_route(
 async def _change_role(
     user_id: str, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    user = await domain.change_role(
-        session, request.app.state.redis, _user_id(user_id), body.role, actor_id=admin.id
+    target = _user_id(user_id)
+    user = await _write(
+        session,
+        lambda: domain.change_role(
+            session, request.app.state.redis, target, body.role, actor_id=admin.id
+        ),
     )
-    await session.commit()
     return ok(users_service.user_json(user))
 
 
@@ -153,15 +187,18 @@ router.add_api_route(
 async def set_status(
     user_id: str, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    user = await domain.set_active(
+    target = _user_id(user_id)
+    user = await _write(
         session,
-        request.app.state.redis,
-        _user_id(user_id),
-        body.is_active,
-        actor_id=admin.id,
-        reason=body.reason,
+        lambda: domain.set_active(
+            session,
+            request.app.state.redis,
+            target,
+            body.is_active,
+            actor_id=admin.id,
+            reason=body.reason,
+        ),
     )
-    await session.commit()
     return ok(users_service.user_json(user))
 
 
@@ -171,8 +208,11 @@ async def set_status(
 async def delete_user(
     user_id: str, admin: AdminUser, session: SessionDep, request: Request
 ) -> Response:
-    await domain.delete_user(session, request.app.state.redis, _user_id(user_id), actor_id=admin.id)
-    await session.commit()
+    target = _user_id(user_id)
+    await _write(
+        session,
+        lambda: domain.delete_user(session, request.app.state.redis, target, actor_id=admin.id),
+    )
     return Response(status_code=204)
 
 

@@ -1,0 +1,221 @@
+"""System configuration: keys, per-key validation, cross-key rules, `config.updated` events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+import pytest
+
+from paysys.core import sysconfig
+from tests.support.admin import admin_and_token, fetch
+
+
+@pytest.fixture
+async def client(app_client, clean_state):  # type: ignore[no-untyped-def]
+    return await app_client("admin")
+
+
+async def config_events() -> list[dict]:  # type: ignore[type-arg]
+    rows = await fetch("SELECT payload FROM outbox WHERE type = 'config.updated' ORDER BY seq")
+    return [json.loads(r["payload"]) for r in rows]
+
+
+async def test_get_lists_every_key_with_defaults(client) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    r = await client.get("/api/admin/config", headers=headers)
+    assert r.status_code == 200
+    entries = r.json()["data"]["config"]
+    assert [e["key"] for e in entries] == sorted(sysconfig.KEYS)
+    by_key = {e["key"]: e for e in entries}
+    assert by_key["payment.minAmount"] == {
+        "key": "payment.minAmount",
+        "value": "0.01",
+        "defaultValue": "0.01",
+        "description": sysconfig.KEYS["payment.minAmount"].description,
+        "isDefault": True,
+        "updatedAt": None,
+        "updatedBy": None,
+    }
+    assert by_key["payment.maxAmount"]["value"] == "100000000.00"
+    r = await client.get("/api/admin/config/payment.maxAmount", headers=headers)
+    assert r.json()["data"]["value"] == "100000000.00"
+    r = await client.get("/api/admin/config/no.such.key", headers=headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "CONFIG_KEY_NOT_FOUND"
+
+
+async def test_put_one_key_stores_canonical_value_and_emits(client) -> None:  # type: ignore[no-untyped-def]
+    admin, headers = await admin_and_token()
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount", headers=headers, json={"value": "5000"}
+    )
+    assert r.status_code == 200, r.text
+    entry = r.json()["data"]
+    assert entry["value"] == "5000.00" and entry["isDefault"] is False
+    assert entry["updatedBy"] == str(admin["id"]) and entry["updatedAt"].endswith("Z")
+    (evt,) = await config_events()
+    assert evt["actorId"] == str(admin["id"])
+    assert evt["data"] == {
+        "key": "payment.maxAmount",
+        "oldValue": "100000000.00",
+        "newValue": "5000.00",
+    }
+    # Same value again: nothing changes, no event.
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount", headers=headers, json={"value": "5000.00"}
+    )
+    assert r.status_code == 200 and len(await config_events()) == 1
+    # JSON numbers are exact (never floats).
+    r = await client.put(
+        "/api/admin/config/payment.minAmount",
+        headers={**headers, "content-type": "application/json"},
+        content=b'{"value": 10.5}',
+    )
+    assert r.status_code == 200 and r.json()["data"]["value"] == "10.50"
+
+    from paysys.core.config import get_settings
+    from paysys.core.db import create_engine, create_sessionmaker
+
+    engine = create_engine(get_settings())
+    try:
+        async with create_sessionmaker(engine)() as session:
+            assert await sysconfig.get_value(session, "payment.maxAmount") == "5000.00"
+            assert await sysconfig.get_value(session, "audit.retentionDays") == 365
+            assert await sysconfig.get_value(session, "nope") is None
+            assert await sysconfig.amount_limits(session) == (Decimal("10.50"), Decimal("5000"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("payment.minAmount", b'"0"', "must be greater than 0"),
+        ("payment.minAmount", b'"-1"', "must be greater than 0"),
+        ("payment.minAmount", b'"1.001"', "at most 2 decimal places"),
+        ("payment.minAmount", b"1e3", "exponent"),
+        ("payment.minAmount", b'"abc"', "decimal"),
+        ("payment.minAmount", b"true", "decimal"),
+        ("payment.minAmount", b"null", "decimal"),
+        ("payment.maxAmount", b'"100000000.01"', "must not exceed"),
+        ("payment.defaultCurrency", b'"XYZ"', "ISO 4217"),
+        ("payment.defaultCurrency", b"840", "ISO 4217"),
+        ("maintenance.enabled", b'"yes"', "true or false"),
+        ("maintenance.message", b"5", "string"),
+        ("audit.retentionDays", b"0", "between 1 and 3650"),
+        ("audit.retentionDays", b"1.5", "integer"),
+        ("audit.retentionDays", b"true", "integer"),
+    ],
+)
+async def test_values_are_validated_per_key(client, key, raw, message) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    r = await client.put(
+        f"/api/admin/config/{key}",
+        headers={**headers, "content-type": "application/json"},
+        content=b'{"value": ' + raw + b"}",
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"][0]["field"] == key
+    assert message in error["message"]
+    assert await config_events() == []
+
+
+async def test_other_keys_accept_good_values(client) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    for key, value, stored in [
+        ("payment.defaultCurrency", "eur", "EUR"),
+        ("maintenance.enabled", True, True),
+        ("maintenance.message", "  back at 5  ", "back at 5"),
+        ("audit.retentionDays", 30, 30),
+    ]:
+        r = await client.put(f"/api/admin/config/{key}", headers=headers, json={"value": value})
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["value"] == stored
+
+
+async def test_bad_bodies(client) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    json_headers = {**headers, "content-type": "application/json"}
+    url = "/api/admin/config/payment.minAmount"
+    r = await client.put(url, headers=json_headers, content=b'{"value": ')
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_JSON"
+    r = await client.put(url, headers=json_headers, content=b"")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    r = await client.put(url, headers=headers, json={"value": "1.00", "extra": 1})
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["field"] == "extra"
+    r = await client.put(url, headers=headers, json={})
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["field"] == "value"
+    r = await client.put(url, headers=headers, json=["value"])
+    assert r.status_code == 400
+    r = await client.put("/api/admin/config/nope", headers=headers, json={"value": 1})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "CONFIG_KEY_NOT_FOUND"
+    r = await client.put("/api/admin/config", headers=headers, json=[1, 2])
+    assert r.status_code == 400
+    r = await client.put("/api/admin/config", headers=headers, json={})
+    assert r.status_code == 400
+    r = await client.delete(url, headers=headers)
+    assert r.status_code == 405
+
+
+async def test_bulk_put_is_all_or_nothing_and_checks_min_le_max(client) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    r = await client.put(
+        "/api/admin/config",
+        headers=headers,
+        json={"payment.minAmount": "5.00", "nope.key": 1, "audit.retentionDays": -1},
+    )
+    assert r.status_code == 400
+    fields = [d["field"] for d in r.json()["error"]["details"]]
+    assert fields == ["nope.key", "audit.retentionDays"]
+    assert await config_events() == []
+
+    r = await client.put(
+        "/api/admin/config",
+        headers=headers,
+        json={"payment.minAmount": "500", "payment.maxAmount": "400"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["details"][0]["field"] == "payment.minAmount"
+
+    r = await client.put(
+        "/api/admin/config",
+        headers=headers,
+        json={"payment.maxAmount": "400", "payment.minAmount": "5"},
+    )
+    assert r.status_code == 200, r.text
+    assert [(e["key"], e["value"]) for e in r.json()["data"]["config"]] == [
+        ("payment.maxAmount", "400.00"),
+        ("payment.minAmount", "5.00"),
+    ]
+    assert len(await config_events()) == 2
+    # One key alone may not cross the other either.
+    r = await client.put(
+        "/api/admin/config/payment.minAmount", headers=headers, json={"value": "400.01"}
+    )
+    assert r.status_code == 400
+    assert "payment.maxAmount" in r.json()["error"]["message"]
+
+
+async def test_concurrent_updates_keep_min_le_max(client) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    for _ in range(3):
+        await client.put(
+            "/api/admin/config",
+            headers=headers,
+            json={"payment.minAmount": "1.00", "payment.maxAmount": "1000.00"},
+        )
+        results = await asyncio.gather(
+            client.put(
+                "/api/admin/config/payment.minAmount", headers=headers, json={"value": "600"}
+            ),
+            client.put(
+                "/api/admin/config/payment.maxAmount", headers=headers, json={"value": "500"}
+            ),
+        )
+        assert sorted(r.status_code for r in results) == [200, 400]
+        rows = await fetch("SELECT key, value FROM system_config")
+        values = {r["key"]: Decimal(json.loads(r["value"])) for r in rows}
+        assert values["payment.minAmount"] <= values["payment.maxAmount"]

@@ -157,7 +157,7 @@ TEST_GROUPS = ("libs", "e2e")
 LIB_AREAS = ("foundation", "core", "events", "settings", "db", "infra", "cli")
 
 
-def test_paths(target: str | None, root: Path = Path("tests")) -> list[str]:
+def pytest_selection(target: str | None, root: Path = Path("tests")) -> list[str]:
     """The pytest selection for `paysys test [target]`."""
     if target is None:
         return [str(root)]
@@ -188,7 +188,7 @@ def test_cmd(
     if target is not None and target not in (*SERVICES, *TEST_GROUPS):
         console.print(f"[red]unknown target {target!r}[/red]")
         raise typer.Exit(2)
-    paths = test_paths(target)
+    paths = pytest_selection(target)
     if not paths:
         console.print(f"no tests for {target} yet")
         raise typer.Exit(1)

@@ -77,20 +77,30 @@ def merge_documents(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
         doc = copy.deepcopy(source)
         renames: dict[str, str] = {}
         source_components = doc.get("components") or {}
-        # Decide names first, so refs anywhere in this document can be rewritten.
-        planned: list[tuple[str, str, Any]] = []
+        # Decide names first, so refs anywhere in this document can be rewritten. A component
+        # is renamed when its definition (with this document's renames applied) differs from
+        # the one already merged under that name; renaming one may change others that refer
+        # to it, so repeat until nothing changes.
+        while True:
+            added = False
+            for section in COMPONENT_SECTIONS:
+                for name, value in (source_components.get(section) or {}).items():
+                    ref = f"#/components/{section}/{name}"
+                    if ref in renames:
+                        continue
+                    existing = components.get(section, {}).get(name)
+                    if existing is not None and existing != _rewrite_refs(value, renames):
+                        renames[ref] = f"#/components/{section}/{service}_{name}"
+                        added = True
+            if not added:
+                break
         for section in COMPONENT_SECTIONS:
             for name, value in (source_components.get(section) or {}).items():
-                existing = components.get(section, {}).get(name)
-                final = name
-                if existing is not None and existing != value:
-                    final = f"{service}_{name}"
-                    renames[f"#/components/{section}/{name}"] = f"#/components/{section}/{final}"
-                planned.append((section, final, value))
-        for section, name, value in planned:
-            target = components.setdefault(section, {})
-            if name not in target:
-                target[name] = _rewrite_refs(value, renames) if renames else value
+                ref = f"#/components/{section}/{name}"
+                final = renames[ref].rsplit("/", 1)[1] if ref in renames else name
+                target = components.setdefault(section, {})
+                if final not in target:
+                    target[final] = _rewrite_refs(value, renames) if renames else value
         for path, item in (doc.get("paths") or {}).items():
             item = _rewrite_refs(item, renames) if renames else item
             current = merged["paths"].get(path)
@@ -133,11 +143,12 @@ class OpenAPIAggregator:
         self._hashes: dict[str, str] = {}
         self._body: bytes | None = None
         self._checked_at = 0.0
+        self._stale = True
         self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
         """Re-check the services' documents on the next request (a service restarted)."""
-        self._checked_at = 0.0
+        self._stale = True
 
     async def _fetch(self, pool: ServicePool) -> bytes | None:
         assert self.session is not None
@@ -174,11 +185,12 @@ class OpenAPIAggregator:
             ordered = {n: self._sources[n] for n in names if n in self._sources}
             self._body = json.dumps(merge_documents(ordered), separators=(",", ":")).encode()
         self._checked_at = time.monotonic()
+        self._stale = False
 
     async def document(self) -> bytes:
-        if self._body is None or time.monotonic() - self._checked_at >= self.ttl:
+        if self._stale or time.monotonic() - self._checked_at >= self.ttl:
             async with self._lock:
-                if self._body is None or time.monotonic() - self._checked_at >= self.ttl:
+                if self._stale or time.monotonic() - self._checked_at >= self.ttl:
                     await self.refresh()
         assert self._body is not None
         return self._body

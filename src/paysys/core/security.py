@@ -209,7 +209,7 @@ PASSWORD_MAX = 128
 
 # Hashing is CPU bound and releases the GIL: a pool sized to the cores keeps the event loop free
 # and bounds memory (19 MiB per hash in flight). Requests beyond that queue here, not on the loop.
-_HASH_THREADS = max(1, int(os.environ.get("PASSWORD_HASH_THREADS", "0")) or (os.cpu_count() or 2))
+_HASH_THREADS = os.cpu_count() or 2
 _hash_pool: ThreadPoolExecutor | None = None
 
 

@@ -99,3 +99,41 @@ async def test_a_crashed_worker_is_restarted_until_stopping() -> None:
 def test_the_grace_fits_the_orchestrators_budget() -> None:
     # uvicorn drain (10 s) + worker grace + preStop (5 s) < terminationGracePeriodSeconds (30 s)
     assert 10 + SHUTDOWN_GRACE_SECONDS + 5 < 30
+
+
+async def test_server_shutdown_stops_background_intake_of_every_live_runtime() -> None:
+    from paysys.core import runtime as runtime_module
+
+    runtime, _redis, _engine = make_runtime()
+    runtime_module._LIVE[id(runtime)] = runtime
+    try:
+        runtime_module.stop_background_work()
+        assert runtime.stopping.is_set()
+    finally:
+        runtime_module._LIVE.pop(id(runtime), None)
+    await runtime.close(grace=0.1)
+
+
+async def test_the_draining_server_stops_workers_before_uvicorn_drains() -> None:
+    import uvicorn
+
+    from paysys.cli.serve import DrainingServer
+    from paysys.core import runtime as runtime_module
+
+    runtime, _redis, _engine = make_runtime()
+    runtime_module._LIVE[id(runtime)] = runtime
+    server = DrainingServer(uvicorn.Config("paysys.profile.app:create_app", factory=True))
+    seen: list[bool] = []
+
+    async def fake_super_shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        seen.append(runtime.stopping.is_set())
+
+    original = uvicorn.Server.shutdown
+    uvicorn.Server.shutdown = fake_super_shutdown  # type: ignore[method-assign]
+    try:
+        await server.shutdown()
+    finally:
+        uvicorn.Server.shutdown = original  # type: ignore[method-assign]
+        runtime_module._LIVE.pop(id(runtime), None)
+    assert seen == [True]
+    await runtime.close(grace=0.1)

@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 import paysys
 from paysys import SERVICES
+from paysys.core.runtime import stop_background_work
 
 PACKAGE_DIR = Path(paysys.__file__).parent
 
@@ -41,21 +44,35 @@ def run(
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     chosen = port or int(os.environ.get("PORT") or DEFAULT_PORTS[service])
     exit_zero_on_sigterm()
-    uvicorn.run(
-        f"paysys.{service}.app:create_app",
-        factory=True,
-        host=host,
-        port=chosen,
-        reload=reload,
-        reload_dirs=[str(PACKAGE_DIR)] if reload else None,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,  # the gateway decides which X-Forwarded-For to trust
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": chosen,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": os.environ.get("UVICORN_LOG_LEVEL", "warning"),
+        "access_log": False,
+        "proxy_headers": False,  # the gateway decides which X-Forwarded-For to trust
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+    app = f"paysys.{service}.app:create_app"
+    if reload:
+        uvicorn.run(app, reload=True, reload_dirs=[str(PACKAGE_DIR)], **options)
+    else:
+        DrainingServer(uvicorn.Config(app, **options)).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, plus: the moment shutdown begins (SIGTERM), background workers stop
+    taking new work and hand back what they hold (Runtime.stopping), while in-flight requests
+    drain. Another replica picks the work up at once instead of this one claiming jobs it can
+    no longer finish (e.g. the payment processor reports through this server's own port,
+    already closed)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        stop_background_work()
+        await super().shutdown(sockets)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,18 @@ Worker = Callable[["Runtime"], Awaitable[None]]
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
+# The process's live runtimes (normally one), for `stop_background_work`.
+_LIVE: weakref.WeakValueDictionary[int, Runtime] = weakref.WeakValueDictionary()
+
+
+def stop_background_work() -> None:
+    """The server is shutting down: every live runtime's workers stop taking new work now and
+    hand back what they hold, while in-flight requests drain (paysys.cli.serve). `close()`
+    later waits for them within its grace."""
+    for runtime in list(_LIVE.values()):
+        runtime.stopping.set()
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -44,7 +57,11 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         engine = create_engine(settings)
-        return cls(settings, engine, create_sessionmaker(engine), create_redis(settings.redis_url))
+        runtime = cls(
+            settings, engine, create_sessionmaker(engine), create_redis(settings.redis_url)
+        )
+        _LIVE[id(runtime)] = runtime
+        return runtime
 
     def start_workers(self, workers: list[Worker]) -> None:
         for worker in workers:

@@ -186,6 +186,7 @@ async def test_audit_list_shape_filters_and_actor(client) -> None:  # type: igno
         {"startDate": "2026-02-02", "endDate": "2026-02-01"},
         {"limit": "1000"},
         {"sort": "ip"},
+        {"user": "x"},
     ],
 )
 async def test_audit_list_rejects_bad_filters(client, params) -> None:  # type: ignore[no-untyped-def]

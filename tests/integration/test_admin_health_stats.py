@@ -213,3 +213,5 @@ async def test_stats(app_client, clean_state) -> None:  # type: ignore[no-untype
         r = await client.get("/api/admin/stats", headers=headers, params={"days": bad})
         assert r.status_code == 400, bad
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+    r = await client.get("/api/admin/stats", headers=headers, params={"period": "7"})
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["field"] == "period"

@@ -133,6 +133,7 @@ async def test_list_ties_are_stable(client) -> None:  # type: ignore[no-untyped-
         {"isActive": "maybe"},
         {"includeDeleted": "yes"},
         {"page": "x"},
+        {"sortBy": "name"},
     ],
 )
 async def test_list_rejects_bad_query(client, params) -> None:  # type: ignore[no-untyped-def]

@@ -38,6 +38,9 @@ from paysys.core.http import parse_uuid
 from paysys.core.logging import get_logger
 from paysys.core.querydates import parse_range
 from paysys.core.security import AdminUser
+from paysys.payments import service as payments_service
+from paysys.payments.db import connect, dumps
+from paysys.payments.schemas import parse_list_query
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 log = get_logger("paysys.admin")
@@ -73,11 +76,38 @@ async def _write(session: AsyncSession, operation: Callable[[], Awaitable[T]]) -
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _known_params(request: Request, allowed: frozenset[str]) -> None:
+    """Unknown query parameters → 400 (as in the payments list), never silently ignored."""
+    for key in request.query_params:
+        if key not in allowed:
+            raise ValidationFailed(key, "unknown query parameter")
+
+
+_USER_PARAMS = frozenset(
+    {"page", "limit", "sort", "order", "role", "isActive", "search", "includeDeleted"}
+)
+_AUDIT_PARAMS = frozenset(
+    {
+        "page",
+        "limit",
+        "sort",
+        "order",
+        "action",
+        "actorId",
+        "resourceType",
+        "resourceId",
+        "startDate",
+        "endDate",
+    }
+)
+
+
 # --- users (reads) ------------------------------------------------------------------------------
 
 
 @router.get("/users", summary="List, search, filter and sort users")
 async def list_users(
+    request: Request,
     admin: AdminUser,
     session: SessionDep,
     page: Page = 1,
@@ -89,6 +119,7 @@ async def list_users(
     search: Annotated[str | None, Query(max_length=254)] = None,
     include_deleted: Annotated[str | None, Query(alias="includeDeleted", max_length=5)] = None,
 ) -> dict[str, Any]:
+    _known_params(request, _USER_PARAMS)
     users, total = await users_service.list_users(
         session,
         page=page,
@@ -216,6 +247,21 @@ async def delete_user(
     return Response(status_code=204)
 
 
+# --- payments (the payments service's own list query, every user's payments) -----------------
+
+
+@router.get(
+    "/payments",
+    summary="All payments (the filters, sorts and pagination of GET /api/payments)",
+)
+async def list_payments(request: Request, admin: AdminUser) -> Response:
+    query = parse_list_query(request.query_params)
+    async with connect(request.app.state.runtime.engine) as conn:
+        items, total = await payments_service.list_payments(conn, query, None)
+    body = ok(page_of("payments", items, page=query.page, limit=query.limit, total=total))
+    return Response(dumps(body).encode(), media_type="application/json")
+
+
 # --- audit log ----------------------------------------------------------------------------------
 
 _ACTION_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -223,6 +269,7 @@ _ACTION_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 @router.get("/audit-logs", summary="The audit trail (built from events)")
 async def list_audit_logs(
+    request: Request,
     admin: AdminUser,
     session: SessionDep,
     page: Page = 1,
@@ -236,6 +283,7 @@ async def list_audit_logs(
     start_date: Annotated[str | None, Query(alias="startDate", max_length=64)] = None,
     end_date: Annotated[str | None, Query(alias="endDate", max_length=64)] = None,
 ) -> dict[str, Any]:
+    _known_params(request, _AUDIT_PARAMS)
     if action:
         action = action.strip().upper()
         if not _ACTION_RE.match(action) or action not in await audit.known_actions(session):
@@ -277,10 +325,12 @@ async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]
 
 @router.get("/stats", summary="Users, payments and a daily series")
 async def stats(
+    request: Request,
     admin: AdminUser,
     session: SessionDep,
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> dict[str, Any]:
+    _known_params(request, frozenset({"days"}))
     return ok(await system_stats(session, days))
 
 

@@ -117,6 +117,13 @@ async def test_register_password_policy_details(app_client: Any) -> None:
         "NoSymbols12345": ["must contain at least one character that is not a letter or digit"],
         "Aa1!" + "x" * 130: ["must be at most 128 characters"],
         email.upper(): ["must not be the email address"],
+        "": [
+            "must be at least 12 characters",
+            "must contain at least one upper-case letter",
+            "must contain at least one lower-case letter",
+            "must contain at least one digit",
+            "must contain at least one character that is not a letter or digit",
+        ],
         "abc": [
             "must be at least 12 characters",
             "must contain at least one upper-case letter",

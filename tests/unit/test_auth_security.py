@@ -113,3 +113,14 @@ def test_deterministic_issue_for_the_grace_replay() -> None:
     a = codec.issue_refresh(user_id=uid, family=fam, issued_ms=1_700_000_000_123, jti="j")[0]
     b = codec.issue_refresh(user_id=uid, family=fam, issued_ms=1_700_000_000_123, jti="j")[0]
     assert a == b
+
+
+async def test_dummy_hash_matches_current_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from paysys.core import security
+
+    assert not PASSWORD_HASHER.check_needs_rehash(security._DUMMY_HASH)
+    monkeypatch.setattr(security, "_dummy_hash", None)
+    monkeypatch.setattr(security, "_DUMMY_HASH", argon2.PasswordHasher(time_cost=1).hash("x"))
+    await security.burn_password_check("anything")
+    assert security._dummy_hash is not None
+    assert not PASSWORD_HASHER.check_needs_rehash(security._dummy_hash)

@@ -15,14 +15,18 @@ from paysys.core.schemas import ApiModel, ResponseModel
 
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-# Not trimmed: a password is used exactly as typed.
+# Not trimmed: a password is used exactly as typed. New passwords may be empty here: the
+# policy then reports every rule it fails (one `details` entry each).
 Password = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=1024)]
+NewPassword = Annotated[
+    str, StringConstraints(strip_whitespace=False, min_length=0, max_length=1024)
+]
 Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
 
 
 class RegisterRequest(ApiModel):
     email: Email
-    password: Password
+    password: NewPassword
     name: Name
     role: Literal["CUSTOMER", "VENDOR", "ADMIN"] = Field(
         default="CUSTOMER", description="CUSTOMER (default) or VENDOR; ADMIN is refused (403)"
@@ -45,7 +49,7 @@ class LogoutRequest(ApiModel):
 
 class PasswordChangeRequest(ApiModel):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 # --- responses (documentation only; handlers build plain dicts) -------------------------

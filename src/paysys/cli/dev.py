@@ -51,6 +51,7 @@ def build_manager(settings: Settings, reload: bool, colour: bool | None = None) 
     env = dict(os.environ)
     env.pop("PORT", None)  # each service gets its own --port
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("UVICORN_LOG_LEVEL", "info")  # startup, reload and shutdown lines per service
     for service in START_ORDER:
         manager.add_process(
             service, service_command(service, service_port(settings, service), reload), env=env
@@ -70,4 +71,5 @@ def run_one(service: str, reload: bool = True) -> None:
     if service not in SERVICES:
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     port = int(os.environ["PORT"]) if os.environ.get("PORT") else None
+    os.environ.setdefault("UVICORN_LOG_LEVEL", "info")
     run(service, port or service_port(Settings(), service), reload)

@@ -58,7 +58,8 @@ def run(
     }
     app = f"paysys.{service}.app:create_app"
     if reload:
-        uvicorn.run(app, reload=True, reload_dirs=[str(PACKAGE_DIR)], **options)
+        watched = os.environ.get("PAYSYS_RELOAD_DIRS") or str(PACKAGE_DIR)
+        uvicorn.run(app, reload=True, reload_dirs=watched.split(os.pathsep), **options)
     else:
         DrainingServer(uvicorn.Config(app, **options)).run()
 

@@ -31,6 +31,7 @@ from paysys.core.middleware import (
     CORSMiddleware,
     RequestContextMiddleware,
 )
+from paysys.core.openapi import install_error_docs
 from paysys.core.runtime import Runtime, Worker
 from paysys.core.security import db_revocation_fallback
 
@@ -180,6 +181,7 @@ def create_service_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    install_error_docs(app)  # the real 400 instead of FastAPI's 422, error envelope documented
     app.state.settings = settings
     app.state.workers = all_workers
     app.state.event_handlers = handlers

@@ -6,7 +6,6 @@ from fastapi import FastAPI
 
 from paysys.core.config import Settings
 from paysys.core.http import create_service_app
-from paysys.core.security import db_revocation_fallback
 from paysys.profile.api import router
 from paysys.profile.consumers import ProfileConsumer
 
@@ -22,6 +21,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Profiles and preferences of paysys users (api-contracts §6).",
     )
     app.state.profile_consumer = consumer
-    # Redis down: tokens are checked against the database; profile reads skip the cache.
-    app.state.revocation_fallback = db_revocation_fallback
     return app

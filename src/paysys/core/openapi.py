@@ -1,0 +1,79 @@
+"""Error responses in every service's OpenAPI document, as the apps really answer them.
+
+FastAPI documents request validation as `422 HTTPValidationError`, but `core.http` answers it
+with 400 `VALIDATION_ERROR` in the envelope of api-contracts §1.1. This rewrite replaces that
+phantom 422 with the real 400 and gives every operation a `default` response in the error
+envelope (each error status of §1.4 — 401, 403, 404, 409, 413, 423, 503, … — comes in that
+same shape), so clients and contract tests see the truth. A 422 a route documents itself
+(e.g. IDEMPOTENCY_KEY_REUSED) is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+ERROR_SCHEMA_NAME = "ApiError"
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": ERROR_SCHEMA_NAME,
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {
+        "success": {"const": False},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "UPPER_SNAKE code of §1.4"},
+                "message": {"type": "string"},
+                "details": {"description": "Optional; for validation a list of {field, message}"},
+                "requestId": {"type": ["string", "null"]},
+            },
+        },
+    },
+}
+_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": dict(_REF)}}}
+
+
+def rewrite_error_responses(doc: dict[str, Any]) -> dict[str, Any]:
+    """Apply the rewrite to an OpenAPI document (in place; returned for convenience)."""
+    for path_item in (doc.get("paths") or {}).values():
+        for method, operation in path_item.items():
+            if method not in _METHODS or not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            phantom = responses.get("422")
+            if phantom is not None and _FASTAPI_422 in str(phantom):
+                del responses["422"]
+                responses.setdefault(
+                    "400", _error_response("VALIDATION_ERROR or INVALID_JSON (envelope)")
+                )
+            responses.setdefault(
+                "default", _error_response("Any error, in the envelope of api-contracts §1.1")
+            )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault(ERROR_SCHEMA_NAME, ERROR_SCHEMA)
+    if _FASTAPI_422 not in str(doc.get("paths")):
+        schemas.pop("HTTPValidationError", None)
+        if "#/components/schemas/ValidationError" not in str(doc):
+            schemas.pop("ValidationError", None)
+    return doc
+
+
+def install_error_docs(app: FastAPI) -> None:
+    """Make `app.openapi()` (and `/openapi.json`) return the rewritten document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = rewrite_error_responses(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

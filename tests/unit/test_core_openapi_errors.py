@@ -1,0 +1,50 @@
+"""core.openapi: FastAPI's phantom 422 becomes the real 400; every operation documents errors."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel
+
+from paysys.core.config import Settings
+from paysys.core.http import create_service_app
+from paysys.core.openapi import ERROR_SCHEMA_NAME, rewrite_error_responses
+
+
+class Body(BaseModel):
+    x: int
+
+
+router = APIRouter(prefix="/api/t")
+
+
+@router.post("", responses={422: {"description": "IDEMPOTENCY_KEY_REUSED"}})
+async def create(body: Body, idempotency_key: str | None = Header(default=None)) -> dict:  # type: ignore[type-arg]
+    return {}
+
+
+@router.get("/{item_id}")
+async def read(item_id: str) -> dict:  # type: ignore[type-arg]
+    return {}
+
+
+def test_service_documents_real_error_statuses() -> None:
+    app = create_service_app("t", [router], settings=Settings(background_workers=False))
+    doc = app.openapi()
+    assert app.openapi() is doc  # cached
+    read_op = doc["paths"]["/api/t/{item_id}"]["get"]["responses"]
+    assert "422" not in read_op
+    assert read_op["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        ERROR_SCHEMA_NAME
+    )
+    assert "default" in read_op
+    create_op = doc["paths"]["/api/t"]["post"]["responses"]
+    assert create_op["422"]["description"] == "IDEMPOTENCY_KEY_REUSED"  # a route's own 422 stays
+    assert "default" in create_op
+    schemas = doc["components"]["schemas"]
+    assert ERROR_SCHEMA_NAME in schemas
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+
+
+def test_rewrite_handles_documents_without_paths() -> None:
+    doc = rewrite_error_responses({"openapi": "3.1.0", "info": {}})
+    assert ERROR_SCHEMA_NAME in doc["components"]["schemas"]

@@ -4,6 +4,7 @@ validation, kustomize rendering, and a raw in-flight HTTP request for shutdown d
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.servers import SERVICE_PORT_ENV, ServiceProcess, Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -233,3 +236,72 @@ def in_flight(port: int, path: str, body: bytes) -> Iterator[InFlightRequest]:
         yield request
     finally:
         request.close()
+
+
+# -- multi-replica stacks --------------------------------------------------------------------
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PORT", None)
+    return env
+
+
+@dataclass
+class ReplicaStack:
+    """Real processes on loopback with any number of replicas per service: `replicas` maps a
+    service to its count; replicas are named `payments-1`, `payments-2`, ... (a count of 1 keeps
+    the plain name). Every gateway gets ALL the URLs of each upstream (`PAYMENTS_SERVICE_URL=
+    http://a,http://b`). Built on tests.support.servers (ServiceProcess / Stack)."""
+
+    stack: Stack
+
+    @classmethod
+    def build(cls, logdir: Path, replicas: dict[str, int], **extra_env: str) -> ReplicaStack:
+        logdir.mkdir(parents=True, exist_ok=True)
+        names: dict[str, list[tuple[str, int]]] = {
+            service: [
+                (service if count == 1 else f"{service}-{index + 1}", free_port())
+                for index in range(count)
+            ]
+            for service, count in replicas.items()
+        }
+        env = base_env()
+        for service, var in SERVICE_PORT_ENV.items():
+            if service in names:
+                env[var] = ",".join(f"http://127.0.0.1:{port}" for _, port in names[service])
+        env.update(extra_env)
+        stack = Stack(env, logdir)
+        for service, members in names.items():
+            for name, port in members:
+                stack.services[name] = ServiceProcess(
+                    service, port, {**env, "PORT": str(port)}, logdir / f"{name}.log"
+                )
+        return cls(stack)
+
+    def __getitem__(self, name: str) -> ServiceProcess:
+        return self.stack.services[name]
+
+    def named(self, service: str) -> list[ServiceProcess]:
+        return [p for p in self.stack.services.values() if p.name == service]
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Backends first, then the gateways (generous timeout: a busy 2-core machine can take
+        tens of seconds to import a service)."""
+        for gateways in (False, True):
+            chosen = [p for p in self.stack.services.values() if (p.name == "gateway") == gateways]
+            for process in chosen:
+                process.start()
+            for process in chosen:
+                process.wait_ready(timeout)
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def terminate(process: ServiceProcess, sig: int, timeout: float = 30.0) -> tuple[int, float]:
+    """Send `sig`, wait for the exit; → (return code, seconds until it exited)."""
+    assert process.proc is not None
+    started = time.monotonic()
+    os.kill(process.proc.pid, sig)
+    code = process.proc.wait(timeout)
+    process.proc = None
+    return code, time.monotonic() - started

@@ -18,7 +18,7 @@ from tests.support.payments import body, make_user, pg
 URL = "/api/payments/webhooks/psp"
 
 
-async def _start(stack: AsyncExitStack, **overrides) -> httpx.AsyncClient:
+async def _start(stack: AsyncExitStack, deliver: bool = True, **overrides) -> httpx.AsyncClient:
     settings = {"background_workers": True, "processor_delay_ms": 150, **overrides}
     app = create_app(Settings(**settings))
     await stack.enter_async_context(app.router.lifespan_context(app))
@@ -28,6 +28,8 @@ async def _start(stack: AsyncExitStack, **overrides) -> httpx.AsyncClient:
 
     async def sender(raw: bytes, headers: dict[str, str]) -> int:
         sent.append(raw)
+        if not deliver:  # a webhook call that hangs: the payment stays in flight
+            await asyncio.Event().wait()
         return (await client.post(URL, content=raw, headers=headers)).status_code
 
     app.state.webhook_sender = sender
@@ -44,7 +46,7 @@ async def _statuses(ids: list[str]) -> dict[str, str]:
     return {str(r["id"]): r["status"] for r in rows}
 
 
-async def _wait(ids: list[str], wanted: set[str], timeout: float = 15.0) -> dict[str, str]:
+async def _wait(ids: list[str], wanted: set[str], timeout: float = 60.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
         current = await _statuses(ids)
@@ -120,9 +122,14 @@ async def test_restart_with_payments_in_flight_and_two_replicas() -> None:
     """Stop the only processor while payments are processing; two replicas take over:
     every payment ends once, none stuck, none processed twice."""
     async with AsyncExitStack() as first:
-        client = await _start(first, processor_delay_ms=600)
+        client = await _start(first, deliver=False, processor_delay_ms=50)
         ids = await _create(client, 8)
-        await _wait(ids, {"processing"}, timeout=10)
+        await _wait(ids, {"processing"})
+        # Every payment is claimed and its report is stuck in flight when the process stops.
+        deadline = time.monotonic() + 30
+        while len(client.sent) < 8:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
     # Graceful stop released the leases; nothing reported yet.
     async with pg() as conn:
         leases = await conn.fetch(

@@ -39,9 +39,9 @@ async def pg() -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-def token_for(user_id: uuid.UUID, email: str, name: str, role: str) -> str:
+def token_for(user_id: uuid.UUID, email: str, name: str, role: str, sid: uuid.UUID) -> str:
     token, _ = TokenCodec(get_settings()).issue_access(
-        user_id=user_id, email=email, name=name, role=role, sid=str(uuid.uuid4())
+        user_id=user_id, email=email, name=name, role=role, sid=str(sid)
     )
     return token
 
@@ -66,7 +66,16 @@ async def make_user(
             role,
             active,
         )
-    return TestUser(user_id, email, name, role, token_for(user_id, email, name, role))
+        # A live session, so the token also passes the database revocation check that
+        # services use when Redis is slow or down.
+        sid = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO auth_sessions (id, user_id, refresh_hash, rotated_at_ms, expires_at) "
+            "VALUES ($1, $2, 'x', 0, now() + interval '1 day')",
+            sid,
+            user_id,
+        )
+    return TestUser(user_id, email, name, role, token_for(user_id, email, name, role, sid))
 
 
 def body(recipient: TestUser | None = None, **overrides: Any) -> dict[str, Any]:

@@ -132,17 +132,19 @@ def test_dev_runs_all_five_until_ctrl_c(tmp_path: Path) -> None:
 def test_dev_one_service_honours_port(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PORT": str(port)}
-    proc = subprocess.Popen(
-        [*PAYSYS, "dev", "auth", "--no-reload"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "auth.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*PAYSYS, "dev", "auth", "--no-reload"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health/ready"), 60, "auth ready")
+        wait_for(
+            lambda: http_ok(f"http://127.0.0.1:{port}/health/ready"),
+            120,
+            f"auth ready: {log.read_text()[-2000:]}",
+        )
     finally:
         code = stop_process(proc, signal.SIGINT)
     assert code in (0, 130)  # stopped by Ctrl-C, cleanly
     assert not listening(port)
-    assert proc.stdout is not None
-    assert f"http://127.0.0.1:{port}" in proc.stdout.read().decode()  # uvicorn's startup line
+    assert f"http://127.0.0.1:{port}" in log.read_text()  # uvicorn's startup line

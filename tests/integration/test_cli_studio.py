@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from paysys.core.config import Settings
 from paysys.core.db import Base
 from paysys.db import studio
 from paysys.db.registry import load_models
-from tests.support.cli import PAYSYS, fetch, http_ok, scratch_database, stop_process, wait_for
+from tests.support.cli import PAYSYS, fetch, flat, http_ok, scratch_database, stop_process, wait_for
 from tests.support.servers import free_port
 
 PASSWORD = "TestPassword123!"
@@ -119,19 +120,20 @@ def test_every_model_has_a_view() -> None:
     assert {"users", "outbox"} <= views
 
 
-def test_studio_command_serves_on_its_port(seeded_db: str) -> None:
+def test_studio_command_serves_on_its_port(seeded_db: str, tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [*PAYSYS, "db", "studio", "--port", str(port)],
-        env={**os.environ, "DATABASE_URL": seeded_db},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "studio.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*PAYSYS, "db", "studio", "--port", str(port)],
+            env={**os.environ, "DATABASE_URL": seeded_db},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/admin/login"), 30, "studio up")
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/admin/login"), 60, "studio up")
         page = httpx.get(f"http://127.0.0.1:{port}/admin/login", timeout=5)
         assert "paysys studio" in page.text
     finally:
         assert stop_process(proc, signal.SIGINT) == 0
-    assert proc.stdout is not None
-    assert f"studio on http://127.0.0.1:{port}/admin/" in proc.stdout.read().decode()
+    assert f"studio on http://127.0.0.1:{port}/admin/" in flat(log.read_text())

@@ -17,15 +17,22 @@ from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.outbox import emit
 from paysys.core.events.relay import Relay
 from paysys.core.events.transport import STREAM
-from tests.support.events import Hub, HubUrls, hub_database, open_hub, recording_handlers, wait_for
+from tests.support.events import (
+    Hub,
+    HubUrls,
+    open_hub,
+    recording_handlers,
+    shared_hub_database,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def hub_urls() -> Iterator[HubUrls]:
-    yield from hub_database("e2e", revision="head")
+def hub_urls(request: pytest.FixtureRequest) -> HubUrls:
+    return shared_hub_database(request.config)
 
 
 @pytest.fixture
@@ -61,7 +68,7 @@ def spawn(
     return proc
 
 
-def wait_file(path: Path, proc: subprocess.Popen[str], log: Path, timeout: float = 15) -> None:
+def wait_file(path: Path, proc: subprocess.Popen[str], log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, f"process exited: {log.read_text()[-2000:]}"
@@ -102,7 +109,7 @@ async def test_consumer_killed_before_xack_is_redelivered_and_applied_once(
     async def rescued() -> bool:
         return await hub.group_pending("kill") == 0 and len(await hub.applied("kill")) == 3
 
-    await wait_for(rescued, 15, message="entries reclaimed from the killed consumer")
+    await wait_for(rescued, 30, message="entries reclaimed from the killed consumer")
     assert await hub.applied("kill") == dict.fromkeys(ids, 1)
     redelivered_dupes = (
         REGISTRY.get_sample_value("paysys_events_handled_total", {**labels, "outcome": "duplicate"})
@@ -124,7 +131,7 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
         ["-m", "paysys.cli.main", "events", "tail", "--json", "--count", "2", "--type", "config.*"],
         tail_log,
     )
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while "listening on events.config.*" not in tail_log.read_text():
         assert tail.poll() is None, tail_log.read_text()
         assert time.monotonic() < deadline, tail_log.read_text()
@@ -140,7 +147,7 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
         await emit(session, "user.deleted", {"userId": str(uuid.uuid4())})
     config_ids = await hub.emit_many(runtime, 2)
 
-    out, _ = tail.communicate(timeout=30)
+    out, _ = tail.communicate(timeout=60)
     assert tail.returncode == 0, tail_log.read_text()
     lines = out.strip().splitlines()
     assert [EventEnvelope.model_validate_json(line).id for line in lines] == config_ids
@@ -148,8 +155,8 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
     async def all_published() -> bool:
         return await hub.pending_outbox() == 0 and await hub.redis.xlen(STREAM) == 3
 
-    await wait_for(all_published, 10, message="worker relay published everything")
+    await wait_for(all_published, 30, message="worker relay published everything")
 
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(15) == 0, worker_log.read_text()
+    assert worker.wait(30) == 0, worker_log.read_text()
     assert "paysys worker auth: stopped" in worker_log.read_text()

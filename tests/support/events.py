@@ -16,7 +16,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -106,13 +106,18 @@ def drop_hub_database(urls: HubUrls) -> None:
     _in_thread(lambda: asyncio.run(drop_database(urls.database_url)))
 
 
-def hub_database(tag: str, revision: str = "0001_foundation") -> Iterator[HubUrls]:
-    """Body of a module-scoped fixture: a private database + Redis db, dropped afterwards."""
-    urls = create_hub_database(tag, revision)
-    try:
-        yield urls
-    finally:
-        drop_hub_database(urls)
+_shared: HubUrls | None = None
+
+
+def shared_hub_database(config: Any) -> HubUrls:
+    """One private hub database per test run (DROP DATABASE costs a checkpoint: seconds on a
+    busy machine), dropped when pytest ends (`config.add_cleanup`)."""
+    global _shared
+    if _shared is None:
+        urls = create_hub_database("hub", "head")
+        config.add_cleanup(lambda: drop_hub_database(urls))
+        _shared = urls
+    return _shared
 
 
 async def wait_for(

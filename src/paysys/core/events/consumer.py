@@ -29,12 +29,14 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -125,6 +127,20 @@ def consumer_name(group: str) -> str:
 
 Entry = tuple[str, dict[str, str] | None]
 
+# Dedup rows for a whole batch in one statement; returns the ids not processed before.
+_CLAIM_MANY = text(
+    "INSERT INTO processed_events (consumer, event_id) "
+    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+@dataclass
+class _Work:
+    entry_id: str
+    fields: dict[str, str]
+    event: EventEnvelope
+    deliveries: int
+
 
 class Consumer:
     """Reads the group's entries, dispatches them, acknowledges, reclaims and dead-letters."""
@@ -202,15 +218,29 @@ class Consumer:
         log.info("consumer stopped", group=self.group, consumer=self.name)
 
     async def process(self, entries: list[Entry], deliveries: dict[str, int]) -> None:
-        """Handle entries in stream order; acknowledge the settled ones in one XACK."""
+        """Handle entries in stream order; acknowledge the settled ones in one XACK.
+
+        Nothing is acknowledged before the transaction that applied it committed.
+        """
         settled: list[str] = []
+        work: list[_Work] = []
         for entry_id, fields in entries:
             if fields is None:  # trimmed from the stream while pending: nothing to do
                 settled.append(entry_id)
                 continue
             count = deliveries.get(entry_id, 1)
-            if await self.handle(entry_id, fields, count):
+            try:
+                event = EventEnvelope.model_validate_json(fields.get("event", ""))
+            except ValidationError as exc:
+                await self.dead_letter(entry_id, fields, count, f"malformed event: {exc}")
+                continue
+            if not self.handlers.handlers_for(event.type):
+                metrics.HANDLED.labels(self.group, event.type, "ignored").inc()
                 settled.append(entry_id)
+                continue
+            work.append(_Work(entry_id, fields, event, count))
+        if work:
+            settled.extend(await self._apply(work))
         if settled:
             await self.ack(settled)
 
@@ -218,44 +248,80 @@ class Consumer:
         """XACK, only ever after the entries' transactions committed."""
         await self.redis.xack(STREAM, self.group, *entry_ids)
 
-    async def handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> bool:
-        """True when the entry is settled (handled, duplicate, ignored or dead-lettered)."""
-        try:
-            event = EventEnvelope.model_validate_json(fields.get("event", ""))
-        except ValidationError as exc:
-            await self.dead_letter(entry_id, fields, deliveries, f"malformed event: {exc}")
-            return False  # dead_letter acknowledged it already
-        handlers = self.handlers.handlers_for(event.type)
-        if not handlers:
-            metrics.HANDLED.labels(self.group, event.type, "ignored").inc()
-            return True
+    async def _apply(self, work: list[_Work]) -> list[str]:
+        """Apply events; returns the entry ids whose transaction committed.
+
+        Several events are first tried in ONE transaction (one WAL flush for the batch). If
+        any handler fails, that transaction rolls back and the events are applied one per
+        transaction, which isolates the failing one (its handlers may thus run twice in that
+        delivery, always inside transactions that are rolled back).
+        """
+        if len(work) > 1:
+            committed = await self._apply_batch(work)
+            if committed is not None:
+                return committed
+        return [item.entry_id for item in work if await self._apply_one(item)]
+
+    async def _apply_batch(self, work: list[_Work]) -> list[str] | None:
+        outcomes: list[bool] = []
         try:
             async with self.sessionmaker() as session, session.begin():
-                applied = await self.handlers.dispatch(session, event)
+                result = await session.execute(
+                    _CLAIM_MANY, {"consumer": self.group, "ids": [w.event.id for w in work]}
+                )
+                fresh = {row[0] for row in result}
+                for item in work:
+                    applied = item.event.id in fresh
+                    if applied:
+                        fresh.discard(item.event.id)  # the same event twice in one batch
+                        for handler in self.handlers.handlers_for(item.event.type):
+                            await handler(session, item.event)
+                    outcomes.append(applied)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._last_error[entry_id] = error
-            metrics.HANDLED.labels(self.group, event.type, "failed").inc()
-            log.warning(
-                "event handler failed",
-                group=self.group,
-                event_type=event.type,
-                event_id=str(event.id),
-                deliveries=deliveries,
-                error=error,
-            )
-            if deliveries >= self.max_deliveries:
-                await self.dead_letter(entry_id, fields, deliveries, error)
+            log.info("batch failed; applying one by one", group=self.group, error=repr(exc))
+            return None
+        for item, applied in zip(work, outcomes, strict=True):
+            self._settled(item, applied)
+        return [item.entry_id for item in work]
+
+    async def _apply_one(self, item: _Work) -> bool:
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                applied = await self.handlers.dispatch(session, item.event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(item, exc)
             return False
-        self._last_error.pop(entry_id, None)
-        outcome = "handled" if applied else "duplicate"
-        metrics.HANDLED.labels(self.group, event.type, outcome).inc()
-        if applied:
-            age = (datetime.now(UTC) - event.occurred_at).total_seconds()
-            metrics.DELIVERY_SECONDS.labels(self.group).observe(max(0.0, age))
+        self._settled(item, applied)
         return True
+
+    def _settled(self, item: _Work, applied: bool) -> None:
+        self._last_error.pop(item.entry_id, None)
+        metrics.HANDLED.labels(
+            self.group, item.event.type, "handled" if applied else "duplicate"
+        ).inc()
+        if applied:
+            age = (datetime.now(UTC) - item.event.occurred_at).total_seconds()
+            metrics.DELIVERY_SECONDS.labels(self.group).observe(max(0.0, age))
+
+    async def _failed(self, item: _Work, exc: BaseException) -> None:
+        """Count a failed delivery; after the last allowed one, move it to events.dead."""
+        error = f"{type(exc).__name__}: {exc}"
+        self._last_error[item.entry_id] = error
+        metrics.HANDLED.labels(self.group, item.event.type, "failed").inc()
+        log.warning(
+            "event handler failed",
+            group=self.group,
+            event_type=item.event.type,
+            event_id=str(item.event.id),
+            deliveries=item.deliveries,
+            error=error,
+        )
+        if item.deliveries >= self.max_deliveries:
+            await self.dead_letter(item.entry_id, item.fields, item.deliveries, error)
 
     # -- retries, dead letters -------------------------------------------------------------
     async def claim_stale(self) -> int:

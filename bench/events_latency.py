@@ -1,0 +1,282 @@
+"""Event hub benchmark: emit → handled latency (p50/p99) and events/s through one relay.
+
+    .venv/bin/python -m bench.events_latency [--events 400] [--rate 200] [--backlog 5000]
+
+Uses the PostgreSQL of DATABASE_URL (a scratch database `<name>_bench_events` is created,
+migrated to the outbox revision and dropped at the end) and a private redis-server on a free
+port (or --redis-url). The relay and the consumer run in ONE separate worker process (like
+`paysys worker`); this process emits.
+
+1. latency: `--events` events emitted one per transaction at `--rate` per second; each is
+   handled by a consumer whose handler inserts a row stamped with clock_timestamp(); latency =
+   that stamp - the event's occurredAt (set inside emit, before the commit).
+2. relay throughput: `--backlog` events are written to the outbox while the worker is stopped;
+   a worker with only the relay starts and the time until the outbox is empty gives events/s.
+3. consumer throughput: then a worker with only the consumer drains the same events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from paysys.core.config import Settings
+from paysys.core.db import drop_database, raw_dsn
+
+TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS bench_applied (
+    event_id uuid NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    handled_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the worker process ---------------------------------------------------------------------
+async def worker_main(relay: bool, consumer: bool) -> None:
+    import signal
+
+    from sqlalchemy import text
+
+    from paysys.core.events.consumer import EventHandlers
+    from paysys.core.events.envelope import EventEnvelope
+    from paysys.core.events.relay import run_relay
+    from paysys.core.runtime import Runtime
+
+    settings = Settings()
+    handlers = EventHandlers("bench")
+
+    @handlers.on_any
+    async def record(session: Any, event: EventEnvelope) -> None:
+        await session.execute(
+            text("INSERT INTO bench_applied (event_id, occurred_at) VALUES (:id, :at)"),
+            {"id": event.id, "at": event.occurred_at},
+        )
+
+    runtime = Runtime.create(settings)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
+    workers = ([run_relay] if relay else []) + ([handlers.run] if consumer else [])
+    runtime.start_workers(workers)
+    print("ready", flush=True)
+    await runtime.stopping.wait()
+    await runtime.close()
+
+
+# -- the driver -------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, database_url: str, redis_url: str) -> None:
+        self.env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        self.env.update({"LOG_LEVEL": "WARNING", "EVENTS_RELAY_POLL_MS": "1000"})
+        self.settings = Settings(database_url=database_url, redis_url=redis_url)
+
+    def start_worker(self, *, relay: bool, consumer: bool) -> subprocess.Popen[str]:
+        args = [sys.executable, "-m", "bench.events_latency", "--worker"]
+        args += [] if relay else ["--no-relay"]
+        args += [] if consumer else ["--no-consumer"]
+        proc = subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"worker did not start: {line!r}")
+        return proc
+
+    @staticmethod
+    def stop_worker(proc: subprocess.Popen[str]) -> None:
+        proc.terminate()
+        proc.wait(20)
+
+    async def emit(self, runtime: Any, count: int, per_tx: int = 1) -> None:
+        from paysys.core.events.outbox import emit
+
+        for first in range(0, count, per_tx):
+            async with runtime.sessionmaker() as session, session.begin():
+                for i in range(first, min(first + per_tx, count)):
+                    await emit(
+                        session,
+                        "config.updated",
+                        {"key": f"bench.{i}", "oldValue": i, "newValue": i},
+                    )
+
+    async def latency(
+        self, runtime: Any, conn: asyncpg.Connection, events: int, rate: float
+    ) -> dict[str, Any]:
+        from paysys.core.events.outbox import emit
+
+        proc = self.start_worker(relay=True, consumer=True)
+        try:
+            await asyncio.sleep(0.5)  # group created, relay listening
+            interval = 1.0 / rate
+            start = time.perf_counter()
+            for i in range(events):
+                async with runtime.sessionmaker() as session, session.begin():
+                    await emit(session, "config.updated", {"key": f"lat.{i}", "newValue": i})
+                delay = start + (i + 1) * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            deadline = time.monotonic() + 30
+            while await conn.fetchval("SELECT count(*) FROM bench_applied") < events:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("latency run: events missing after 30 s")
+                await asyncio.sleep(0.02)
+        finally:
+            self.stop_worker(proc)
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM handled_at - occurred_at) * 1000 AS ms FROM bench_applied"
+        )
+        ms = sorted(float(r["ms"]) for r in rows)
+        dupes = await conn.fetchval("SELECT count(*) - count(DISTINCT event_id) FROM bench_applied")
+        return {
+            "events": events,
+            "rate_per_s": rate,
+            "p50_ms": round(statistics.median(ms), 2),
+            "p90_ms": round(ms[int(len(ms) * 0.90) - 1], 2),
+            "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 2),
+            "max_ms": round(ms[-1], 2),
+            "duplicates": int(dupes),
+        }
+
+    async def throughput(
+        self, runtime: Any, conn: asyncpg.Connection, backlog: int
+    ) -> dict[str, Any]:
+        await conn.execute("TRUNCATE outbox, processed_events, bench_applied")
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(self.settings.redis_url)
+        await redis.flushdb()
+        await redis.aclose()
+        await self.emit(runtime, backlog, per_tx=100)
+
+        proc = self.start_worker(relay=True, consumer=False)
+        start = time.perf_counter()
+        try:
+            while await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
+                if time.perf_counter() - start > 60:
+                    raise RuntimeError("relay run: not drained after 60 s")
+                await asyncio.sleep(0.01)
+            relay_s = time.perf_counter() - start
+        finally:
+            self.stop_worker(proc)
+
+        proc = self.start_worker(relay=False, consumer=True)
+        start = time.perf_counter()
+        try:
+            while await conn.fetchval("SELECT count(*) FROM bench_applied") < backlog:
+                if time.perf_counter() - start > 60:
+                    raise RuntimeError("consumer run: not drained after 60 s")
+                await asyncio.sleep(0.01)
+            consumer_s = time.perf_counter() - start
+        finally:
+            self.stop_worker(proc)
+        return {
+            "backlog": backlog,
+            "relay_events_per_s": round(backlog / relay_s),
+            "relay_seconds": round(relay_s, 2),
+            "consumer_events_per_s": round(backlog / consumer_s),
+            "consumer_seconds": round(consumer_s, 2),
+        }
+
+
+async def driver(args: argparse.Namespace) -> dict[str, Any]:
+    from paysys.core.runtime import Runtime
+    from paysys.db import migrate
+
+    base = make_url(os.environ.get("DATABASE_URL", Settings().database_url))
+    database_url = base.set(database=f"{base.database}_bench_events").render_as_string(
+        hide_password=False
+    )
+    redis_proc = None
+    redis_url = args.redis_url
+    workdir = Path(tempfile.mkdtemp(prefix="paysys-bench-redis-"))
+    if redis_url is None:
+        if shutil.which("redis-server") is None:
+            raise SystemExit("no redis-server binary: pass --redis-url")
+        port = free_port()
+        redis_proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+    await drop_database(database_url)
+    settings = Settings(database_url=database_url, redis_url=redis_url)
+    await asyncio.to_thread(migrate.upgrade, settings, "0001_foundation")
+    bench = Bench(database_url, redis_url)
+    conn = await asyncpg.connect(raw_dsn(database_url))
+    runtime = Runtime.create(settings)
+    try:
+        await conn.execute(TABLE_SQL)
+        latency = await bench.latency(runtime, conn, args.events, args.rate)
+        throughput = await bench.throughput(runtime, conn, args.backlog)
+    finally:
+        await runtime.close()
+        await conn.close()
+        await drop_database(database_url)
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"latency": latency, "throughput": throughput}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.events_latency")
+    parser.add_argument("--events", type=int, default=400, help="latency run: events")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency run: events/s")
+    parser.add_argument("--backlog", type=int, default=5000, help="throughput run: events")
+    parser.add_argument("--redis-url", default=None, help="default: a private redis-server")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-relay", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-consumer", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    if args.worker:
+        asyncio.run(worker_main(relay=not args.no_relay, consumer=not args.no_consumer))
+        return
+    result = asyncio.run(driver(args))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -322,3 +322,28 @@ async def _outbox_published(expected: int) -> bool:
 
 async def _count_is(expected: int) -> bool:
     return await audit_count() == expected
+
+
+async def test_delivery_failing_after_the_write_is_redelivered_into_one_row(  # type: ignore[no-untyped-def]
+    clean_state, monkeypatch
+) -> None:
+    from paysys.admin.consumer import handlers
+
+    calls: list[uuid.UUID] = []
+
+    async def crashes_once(session, event) -> None:  # type: ignore[no-untyped-def]
+        calls.append(event.id)
+        await record_audit(session, event)  # the row is written ...
+        if len(calls) == 1:
+            raise RuntimeError("... and the consumer dies before its commit")
+
+    monkeypatch.setattr(handlers, "_any", [crashes_once])
+    fast = {"events_claim_idle_ms": 200, "events_claim_interval_ms": 100}
+    async with AsyncExitStack() as stack:
+        await _start(stack, "admin", **fast)
+        await _produce(1)
+        await poll(lambda: _count_is(2))  # the config event and the user.created
+        await poll(_group_settled)
+        assert calls.count(calls[0]) == 2  # the failed one came back
+        assert len(calls) == 3  # two events, one of them delivered twice
+        assert await audit_count() == 2

@@ -372,6 +372,11 @@ async def test_two_relays_and_two_consumers_handle_each_event_once(hub: Hub) -> 
     assert await hub.applied("pair") == dict.fromkeys(ids, 1)
     stream = await hub.stream_ids()
     assert sorted(stream) == sorted(str(i) for i in ids)  # each row published exactly once
+    # One relay publishes at a time, in seq order: each emitter's events keep their order.
+    position = {event_id: n for n, event_id in enumerate(stream)}
+    for sequence in (backlog, *batches):
+        places = [position[str(i)] for i in sequence]
+        assert places == sorted(places)
     assert await hub.pending_outbox() == 0
     workers = await hub.conn.fetch(
         "SELECT worker, count(*) AS n FROM events_test.applied GROUP BY worker"
@@ -633,3 +638,18 @@ async def test_a_failing_event_in_a_batch_does_not_hold_back_the_others(hub: Hub
     ((_, fields),) = await hub.redis.xrange(DEAD_STREAM)
     assert fields["id"] == str(ids[2]) and fields["error"] == "ValueError: poison"
     assert await hub.group_pending("batch") == 0
+
+
+async def test_only_one_relay_publishes_at_a_time(hub: Hub) -> None:
+    from paysys.core.events.relay import RELAY_LOCK_KEY
+
+    runtime = hub.runtime()
+    await hub.emit_many(runtime, 2)
+    relay = Relay(runtime)
+    await hub.conn.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_KEY)  # "another relay"
+    try:
+        assert await relay.publish_batch() == 0
+        assert await hub.pending_outbox() == 2
+    finally:
+        await hub.conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+    assert await relay.publish_batch() == 2

@@ -2,9 +2,10 @@
 
 Runs in every service process (started by `create_service_app`) and in `paysys worker`.
 Several relays at once are safe: each batch is claimed with `FOR UPDATE SKIP LOCKED`, so a row
-is published by one relay (a relay that dies after Redis acknowledged but before its commit
-leaves the row pending, and it is published again: delivery is at least once, consumers
-deduplicate by event id).
+is published by one relay, and a transaction-level advisory lock lets only one relay publish at
+any moment, so rows reach the stream in `seq` order (which, for changes to one row, is their
+commit order). A relay that dies after Redis acknowledged but before its commit leaves the rows
+pending and they are published again: delivery is at least once, consumers deduplicate by id.
 
 It wakes on PostgreSQL `LISTEN paysys_outbox` (emit NOTIFYs at commit) and polls every
 `EVENTS_RELAY_POLL_MS` as a fallback; while Redis is down it backs off exponentially (rows stay
@@ -40,6 +41,10 @@ from paysys.core.runtime import Runtime
 
 log = get_logger("paysys.events.relay")
 
+# One relay publishes at a time (the others skip, never wait), so the stream gets the rows in
+# `seq` order even with many relays; SKIP LOCKED keeps a straggler from double-publishing.
+RELAY_LOCK_KEY = 0x5041_5953_5953  # "PAYSYS"
+_TURN = text("SELECT pg_try_advisory_xact_lock(:key)")
 _CLAIM = text(
     "SELECT seq, id, type, payload FROM outbox WHERE published_at IS NULL "
     "ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
@@ -82,6 +87,8 @@ class Relay:
         """
         async with self.engine.connect() as conn:
             async with conn.begin():
+                if not await conn.scalar(_TURN, {"key": RELAY_LOCK_KEY}):
+                    return 0  # another relay is publishing right now; it drains everything
                 rows = list((await conn.execute(_CLAIM, {"limit": self.batch})).all())
                 if not rows:
                     return 0

@@ -653,3 +653,36 @@ async def test_only_one_relay_publishes_at_a_time(hub: Hub) -> None:
     finally:
         await hub.conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
     assert await relay.publish_batch() == 2
+
+
+async def test_cli_status_and_dead_commands(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from paysys.cli.events import app as events_app
+    from paysys.core.config import get_settings
+
+    runtime = hub.runtime()
+    await hub.emit_many(runtime, 2)
+    await Relay(runtime).drain()
+    await hub.emit_many(runtime, 1, start=5)  # one still pending
+    await hub.redis.xgroup_create(STREAM, "cli", id="0")
+    await hub.redis.xadd(
+        DEAD_STREAM,
+        {"group": "cli", "type": "config.updated", "id": "e1", "deliveries": "5", "error": "boom"},
+    )
+    for name, value in hub.urls.env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        status = await asyncio.to_thread(runner.invoke, events_app, ["status"])
+        dead = await asyncio.to_thread(runner.invoke, events_app, ["dead", "--limit", "5"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert status.exit_code == 0, status.output
+    assert "outbox: 1 pending of 3 rows" in status.output
+    assert "stream 'events': 2 entries; dead letters: 1" in status.output
+    assert "cli" in status.output
+    assert dead.exit_code == 0, dead.output
+    assert "group=cli  type=config.updated  id=e1  deliveries=5  error=boom" in dead.output

@@ -686,3 +686,46 @@ async def test_cli_status_and_dead_commands(hub: Hub, monkeypatch: pytest.Monkey
     assert "cli" in status.output
     assert dead.exit_code == 0, dead.output
     assert "group=cli  type=config.updated  id=e1  deliveries=5  error=boom" in dead.output
+
+
+async def test_replay_after_redis_lost_data_applies_nothing_twice(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from paysys.cli.events import app as events_app
+    from paysys.core.config import get_settings
+
+    handlers = recording_handlers("replay")
+    runtime = hub.start([run_relay, handlers.run])
+    ids = await hub.emit_many(runtime, 3)
+
+    async def applied() -> bool:
+        return await hub.applied("replay") == dict.fromkeys(ids, 1)
+
+    await wait_for(applied, 30, message="first delivery")
+    await hub.redis.flushdb()  # Redis restarted without its data
+    for name, value in hub.urls.env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        bad = await asyncio.to_thread(runner.invoke, events_app, ["replay", "--since", "soon"])
+        ok = await asyncio.to_thread(runner.invoke, events_app, ["replay", "--since", "1h"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert bad.exit_code == 2
+    assert ok.exit_code == 0 and "3 events marked for re-publishing" in ok.output, ok.output
+
+    async def republished() -> bool:
+        groups = await hub.redis.xinfo_groups(STREAM) if await hub.redis.exists(STREAM) else []
+        return (
+            await hub.redis.xlen(STREAM) == 3
+            and bool(groups)
+            and groups[0]["lag"] == 0
+            and groups[0]["pending"] == 0
+        )
+
+    await wait_for(republished, 30, message="re-published and consumed")
+    assert await hub.applied("replay") == dict.fromkeys(ids, 1)

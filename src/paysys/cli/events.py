@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 import typer
@@ -186,6 +187,43 @@ def dead(limit: int = typer.Option(20, help="How many (newest first)")) -> None:
             f"id={entry.get('id')}  deliveries={entry.get('deliveries')}  "
             f"error={entry.get('error')}"
         )
+
+
+async def replay_since(settings: Settings, since: timedelta) -> int:
+    """Mark rows published within `since` as pending again: the relays publish them anew and
+    consumers skip what they already applied (recovery after Redis lost data)."""
+    import asyncpg
+
+    from paysys.core.db import raw_dsn
+    from paysys.core.events.outbox import NOTIFY_CHANNEL
+
+    conn = await asyncpg.connect(raw_dsn(settings.database_url))
+    try:
+        async with conn.transaction():
+            status = await conn.execute(
+                "UPDATE outbox SET published_at = NULL "
+                "WHERE published_at IS NOT NULL AND published_at >= now() - $1::interval",
+                since,
+            )
+            await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    finally:
+        await conn.close()
+    return int(status.split()[-1])
+
+
+@app.command()
+def replay(
+    since: str = typer.Option(..., help="How far back, e.g. 30m, 2h, 1d (≤ the outbox retention)"),
+) -> None:
+    """Re-publish events published within SINCE (after Redis lost data); consumers deduplicate."""
+    from paysys.core.config import parse_duration
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    count = asyncio.run(replay_since(get_settings(), window))
+    typer.echo(f"{count} events marked for re-publishing")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -204,7 +204,8 @@ class Consumer:
                     await self.process(entries, {})
                 self.backoff.reset()
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis restarted empty, or the stream was deleted
+                if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                    # Redis restarted empty, or the stream was deleted: re-create the group.
                     self._group_ready = False
                     continue
                 log.exception("consumer error", group=self.group)

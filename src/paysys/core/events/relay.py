@@ -218,7 +218,7 @@ class Relay:
                     await self._housekeeping()
                 except REDIS_DOWN as exc:
                     delay = self.backoff.next()
-                    log.warning("redis unavailable; relay backing off", error=str(exc))
+                    log.warning("relay cannot publish; backing off", error=str(exc))
                     if await self.runtime.sleep(delay):
                         break
                     continue

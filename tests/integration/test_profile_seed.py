@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from paysys.auth.models import User
+from paysys.core.events.models import OutboxEvent
 from paysys.profile import seed
 from paysys.profile.models import Profile
 from tests.support.auth import runtime
@@ -19,6 +20,13 @@ async def _snapshot(session) -> dict:  # type: ignore[no-untyped-def, type-arg]
         p.user_id: (p.phone_number, p.address, p.avatar_url, p.bio, p.preferences, p.updated_at)
         for p in rows.scalars()
     }
+
+
+async def _events(session) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+    rows = await session.execute(
+        select(OutboxEvent.payload).where(OutboxEvent.type == "profile.updated")
+    )
+    return [row[0] for row in rows]
 
 
 async def test_seed_profiles_idempotent() -> None:
@@ -38,9 +46,19 @@ async def test_seed_profiles_idempotent() -> None:
         assert len(first) == 3
         vendor = first[ids["vendor@example.com"]]
         assert vendor[0] == "+4930901820" and vendor[4]["currency"] == "EUR"
+        events = await _events(session)
+        assert len(events) == 3
+        vendor_event = next(e for e in events if e["actorId"] == str(ids["vendor@example.com"]))
+        assert vendor_event["source"] == "profile-service"
+        assert vendor_event["data"]["changes"]["phoneNumber"] == {"cleared": False}
+        assert vendor_event["data"]["changes"]["preferences.currency"] == {
+            "old": "USD",
+            "new": "EUR",
+        }
         await seed.seed(session)
         await session.commit()
         assert await _snapshot(session) == first
+        assert len(await _events(session)) == 3  # second run: nothing changed, nothing emitted
 
 
 async def test_seed_without_users_does_nothing_and_keeps_erased_profiles() -> None:

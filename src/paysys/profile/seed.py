@@ -8,8 +8,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.auth.models import User
+from paysys.core.events.outbox import emit
 from paysys.profile.models import Profile
-from paysys.profile.service import ensure_profile
+from paysys.profile.service import WIRE_NAMES, changed_paths, ensure_profile, merge_preferences
 
 SEED_PROFILES: dict[str, dict[str, Any]] = {
     "admin@example.com": {
@@ -69,8 +70,28 @@ async def seed(session: AsyncSession) -> None:
         if not profile.preferences:
             values["preferences"] = wanted["preferences"]
         if values:
+            stored_before = dict(profile.preferences or {})  # the UPDATE refreshes `profile`
             await session.execute(
                 update(Profile)
                 .where(Profile.user_id == user_id)
                 .values(**values, updated_at=func.now())
+            )
+            # The same event a user's own update emits, so the audit log shows the seed too.
+            changes: dict[str, Any] = {
+                WIRE_NAMES[name]: {"cleared": False} for name in values if name != "preferences"
+            }
+            if "preferences" in values:
+                changes.update(
+                    changed_paths(
+                        merge_preferences(stored_before),
+                        merge_preferences(values["preferences"]),
+                        "preferences.",
+                    )
+                )
+            await emit(
+                session,
+                "profile.updated",
+                {"userId": str(user_id), "changes": dict(sorted(changes.items()))},
+                actor_id=user_id,
+                source="profile-service",
             )

@@ -22,7 +22,7 @@ from paysys.profile.models import Profile
 from paysys.profile.schemas import DEFAULT_PREFERENCES, PreferencesUpdate, ProfileUpdate
 
 PERSONAL_FIELDS = ("phone_number", "address", "avatar_url", "bio")
-_WIRE = {
+WIRE_NAMES = {
     "phone_number": "phoneNumber",
     "address": "address",
     "avatar_url": "avatarUrl",
@@ -200,7 +200,9 @@ async def update_profile(
         {
             "userId": str(user_id),
             # Values withheld: personal data must not outlive erasure in the audit trail.
-            "changes": {_WIRE[name]: {"cleared": values[name] is None} for name in sorted(values)},
+            "changes": {
+                WIRE_NAMES[name]: {"cleared": values[name] is None} for name in sorted(values)
+            },
         },
         actor_id=user_id,
     )

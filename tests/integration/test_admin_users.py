@@ -121,26 +121,26 @@ async def test_list_ties_are_stable(client) -> None:  # type: ignore[no-untyped-
     assert len(seen) == 7 == len(set(seen))
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"page": "0"},
-        {"limit": "101"},
-        {"limit": "0"},
-        {"sort": "password"},
-        {"order": "up"},
-        {"role": "ROOT"},
-        {"isActive": "maybe"},
-        {"includeDeleted": "yes"},
-        {"page": "x"},
-        {"sortBy": "name"},
-    ],
-)
-async def test_list_rejects_bad_query(client, params) -> None:  # type: ignore[no-untyped-def]
+BAD_USER_QUERIES = [
+    {"page": "0"},
+    {"limit": "101"},
+    {"limit": "0"},
+    {"sort": "password"},
+    {"order": "up"},
+    {"role": "ROOT"},
+    {"isActive": "maybe"},
+    {"includeDeleted": "yes"},
+    {"page": "x"},
+    {"sortBy": "name"},
+]
+
+
+async def test_list_rejects_bad_query(client) -> None:  # type: ignore[no-untyped-def]
     _, headers = await admin_and_token()
-    r = await client.get("/api/admin/users", headers=headers, params=params)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+    for params in BAD_USER_QUERIES:
+        r = await client.get("/api/admin/users", headers=headers, params=params)
+        assert r.status_code == 400, (params, r.text)
+        assert r.json()["error"]["code"] == "VALIDATION_ERROR"
 
 
 # --- detail ----------------------------------------------------------------------------------
@@ -222,31 +222,31 @@ async def test_create_user_with_registration_policy(client) -> None:  # type: ig
     assert r.status_code == 201 and r.json()["data"]["role"] == "ADMIN"
 
 
-@pytest.mark.parametrize(
-    ("patch", "field"),
-    [
-        ({"password": "short"}, "password"),
-        ({"password": "alllowercase123!"}, "password"),
-        ({"email": "not-an-email"}, "email"),
-        ({"role": "ROOT"}, "role"),
-        ({"name": ""}, "name"),
-        ({"isAdmin": True}, "isAdmin"),
-    ],
-)
-async def test_create_user_validation(client, patch, field) -> None:  # type: ignore[no-untyped-def]
+BAD_CREATE_BODIES = [
+    ({"password": "short"}, "password"),
+    ({"password": "alllowercase123!"}, "password"),
+    ({"email": "not-an-email"}, "email"),
+    ({"role": "ROOT"}, "role"),
+    ({"name": ""}, "name"),
+    ({"isAdmin": True}, "isAdmin"),
+]
+
+
+async def test_create_user_validation(client) -> None:  # type: ignore[no-untyped-def]
     _, headers = await admin_and_token()
-    body = {
-        "email": "v@example.com",
-        "password": PASSWORD,
-        "name": "V",
-        "role": "CUSTOMER",
-        **patch,
-    }
-    r = await client.post("/api/admin/users", headers=headers, json=body)
-    assert r.status_code == 400, r.text
-    error = r.json()["error"]
-    assert error["code"] == "VALIDATION_ERROR"
-    assert error["details"][0]["field"] == field
+    for patch, field in BAD_CREATE_BODIES:
+        body = {
+            "email": "v@example.com",
+            "password": PASSWORD,
+            "name": "V",
+            "role": "CUSTOMER",
+            **patch,
+        }
+        r = await client.post("/api/admin/users", headers=headers, json=body)
+        assert r.status_code == 400, (patch, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert error["details"][0]["field"] == field
 
 
 async def test_create_requires_role_and_password_not_email(client) -> None:  # type: ignore[no-untyped-def]

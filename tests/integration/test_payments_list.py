@@ -223,3 +223,53 @@ async def test_reports_per_currency(app_client) -> None:
         assert (
             await conn.fetchval("SELECT count(*) FROM payments WHERE sender_id = $1", alice.id) == 5
         )
+
+
+async def test_hot_queries_use_indexes(app_client) -> None:
+    """EXPLAIN of the visibility list, the status filter and the processor queue: index scans
+    (sequential scans disabled so the tiny test tables cannot hide a missing index)."""
+    from paysys.core.security import Principal
+    from paysys.payments.schemas import ListQuery
+    from paysys.payments.service import PAYMENT_FROM, list_where
+
+    client = await app_client("payments")
+    alice = await make_user()
+    viewer = Principal(alice.id, alice.email, alice.name, "CUSTOMER", "j", None, 0, 0)
+    plans = {}
+    async with pg() as conn:
+        await conn.execute("SET enable_seqscan = off")
+        where, args = list_where(ListQuery(), viewer)
+        plans["visibility"] = await conn.fetch(
+            f"EXPLAIN SELECT p.id {PAYMENT_FROM}{where} ORDER BY p.created_at DESC LIMIT 10",
+            *args,
+        )
+        where, args = list_where(ListQuery(status="pending", q="rent"), None)
+        plans["status+q"] = await conn.fetch(f"EXPLAIN SELECT p.id {PAYMENT_FROM}{where}", *args)
+        plans["queue"] = await conn.fetch(
+            "EXPLAIN SELECT id FROM payments WHERE status = 'pending' "
+            "AND created_at <= now() ORDER BY created_at LIMIT 50"
+        )
+    assert client is not None
+    for name, rows in plans.items():
+        text = "\n".join(r[0] for r in rows)
+        assert "Seq Scan on payments" not in text, (name, text)
+        assert "ix_payments" in text, (name, text)
+
+
+async def test_openapi_documents_the_routes(app_client) -> None:
+    client = await app_client("payments")
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    for path in (
+        "/api/payments",
+        "/api/payments/recipients",
+        "/api/payments/reports",
+        "/api/payments/webhooks/psp",
+        "/api/payments/{payment_id}",
+        "/api/payments/{payment_id}/status",
+        "/api/payments/{payment_id}/cancel",
+    ):
+        assert path in paths, path
+    create = paths["/api/payments"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"amount", "type", "description"} <= set(create["schema"]["properties"])

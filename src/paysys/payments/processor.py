@@ -79,8 +79,10 @@ WebhookSender = Callable[[bytes, dict[str, str]], Awaitable[int]]
 
 
 def webhook_url(settings: Settings) -> str:
+    """PAYMENTS_WEBHOOK_URL (a base URL or the full webhook URL), else this service's port."""
     base = settings.payments_webhook_url or f"http://127.0.0.1:{settings.port or 3002}"
-    return base.rstrip("/") + WEBHOOK_PATH
+    base = base.rstrip("/")
+    return base if base.endswith(WEBHOOK_PATH) else base + WEBHOOK_PATH
 
 
 class HttpSender:

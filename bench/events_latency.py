@@ -1,6 +1,6 @@
 """Event hub benchmark: emit → handled latency (p50/p99) and events/s through one relay.
 
-    .venv/bin/python -m bench.events_latency [--events 400] [--rate 200] [--backlog 5000]
+    .venv/bin/python -m bench.events_latency [--events 300] [--rate 100] [--backlog 5000]
 
 Uses the PostgreSQL of DATABASE_URL (a scratch database `<name>_bench_events` is created,
 migrated to the outbox revision and dropped at the end) and a private redis-server on a free
@@ -252,13 +252,18 @@ async def driver(args: argparse.Namespace) -> dict[str, Any]:
             redis_proc.terminate()
             redis_proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"latency": latency, "throughput": throughput}
+    return {
+        "latency": latency,
+        "throughput": throughput,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.events_latency")
-    parser.add_argument("--events", type=int, default=400, help="latency run: events")
-    parser.add_argument("--rate", type=float, default=200.0, help="latency run: events/s")
+    parser.add_argument("--events", type=int, default=300, help="latency run: events")
+    parser.add_argument("--rate", type=float, default=100.0, help="latency run: events/s")
     parser.add_argument("--backlog", type=int, default=5000, help="throughput run: events")
     parser.add_argument("--redis-url", default=None, help="default: a private redis-server")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -45,7 +45,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_http(url: str, timeout: float = 30.0) -> None:
+def _wait_http(url: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -181,7 +181,11 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/health/ready")
+        try:
+            _wait_http(f"{base}/health/ready")
+        except TimeoutError:
+            print((workdir / "profile.log").read_text()[-3000:], file=sys.stderr)
+            raise
         miss, hit = asyncio.run(_measure(base, redis_url, tokens, args.concurrency))
     finally:
         if service is not None:

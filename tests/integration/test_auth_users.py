@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from paysys.auth import users
 from paysys.auth.models import AuthSession, User
@@ -149,10 +149,6 @@ async def test_change_role_guards_revocation_and_event() -> None:
 
 async def test_two_admins_demoting_each_other_leaves_one() -> None:
     async with runtime() as rt:
-        async with rt.sessionmaker() as session:
-            a = await _create(session, "ADMIN")
-            b = await _create(session, "ADMIN")
-            await session.commit()
 
         async def demote(target: uuid.UUID, actor: uuid.UUID) -> str:
             async with rt.sessionmaker() as session:
@@ -163,13 +159,31 @@ async def test_two_admins_demoting_each_other_leaves_one() -> None:
                 except AppError as exc:
                     return exc.code
 
-        results = await asyncio.gather(demote(a.id, b.id), demote(b.id, a.id))
-        assert sorted(results) == ["LAST_ADMIN", "ok"]
-        async with rt.sessionmaker() as session:
-            admins = await session.scalar(
-                select(func.count()).select_from(User).where(User.role == "ADMIN")
-            )
-            assert admins == 1
+        async def deactivate(target: uuid.UUID, actor: uuid.UUID) -> str:
+            async with rt.sessionmaker() as session:
+                try:
+                    await users.set_active(session, rt.redis, target, False, actor_id=actor)
+                    await session.commit()
+                    return "ok"
+                except AppError as exc:
+                    return exc.code
+
+        for round_ in range(4):  # several rounds: a lock-order deadlock would show up here
+            async with rt.sessionmaker() as session:
+                await session.execute(update(User).values(role="CUSTOMER"))
+                a = await _create(session, "ADMIN")
+                b = await _create(session, "ADMIN")
+                await session.commit()
+            second = deactivate if round_ % 2 else demote
+            results = await asyncio.gather(demote(a.id, b.id), second(b.id, a.id))
+            assert sorted(results) == ["LAST_ADMIN", "ok"], results
+            async with rt.sessionmaker() as session:
+                admins = await session.scalar(
+                    select(func.count())
+                    .select_from(User)
+                    .where(User.role == "ADMIN", User.is_active.is_(True))
+                )
+                assert admins == 1
 
 
 async def test_deactivate_ends_sessions_and_delete_frees_email() -> None:

@@ -9,23 +9,27 @@ from fastapi import APIRouter, Body, Request, Response
 
 from paysys.auth import service
 from paysys.auth.schemas import (
-    AuthOut,
+    AuthErrorResponse,
+    AuthResponse,
     LoginRequest,
     LogoutRequest,
-    MessageOut,
+    MessageResponse,
     PasswordChangeRequest,
     RefreshRequest,
     RegisterRequest,
-    SessionsOut,
-    TokenPairOut,
-    UserOut,
+    SessionsResponse,
+    TokenPairResponse,
+    UserResponse,
 )
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
 from paysys.core.http import parse_uuid
 from paysys.core.security import CurrentUser, get_codec
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    "default": {"model": AuthErrorResponse, "description": "Any error, in the error envelope"},
+}
+router = APIRouter(prefix="/api/auth", tags=["auth"], responses=_ERRORS)
 
 
 def _trusted(peer: str | None, proxies: list[str]) -> bool:
@@ -64,7 +68,7 @@ def client_info(request: Request) -> service.ClientInfo:
     status_code=201,
     summary="Create an account (CUSTOMER or VENDOR) and sign in",
     response_description="`{user, accessToken, refreshToken, expiresIn}`",
-    responses={201: {"model": AuthOut}},
+    responses={201: {"model": AuthResponse}},
 )
 async def register(body: RegisterRequest, request: Request, session: SessionDep) -> Any:
     data = await service.register(
@@ -79,7 +83,7 @@ async def register(body: RegisterRequest, request: Request, session: SessionDep)
     return ok(data)
 
 
-@router.post("/login", summary="Sign in", responses={200: {"model": AuthOut}})
+@router.post("/login", summary="Sign in", responses={200: {"model": AuthResponse}})
 async def login(body: LoginRequest, request: Request, session: SessionDep) -> Any:
     data = await service.login(
         session,
@@ -91,7 +95,9 @@ async def login(body: LoginRequest, request: Request, session: SessionDep) -> An
     return ok(data)
 
 
-@router.post("/refresh", summary="Rotate a refresh token", responses={200: {"model": TokenPairOut}})
+@router.post(
+    "/refresh", summary="Rotate a refresh token", responses={200: {"model": TokenPairResponse}}
+)
 async def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> Any:
     data = await service.refresh(
         session,
@@ -103,7 +109,7 @@ async def refresh(body: RefreshRequest, request: Request, session: SessionDep) -
     return ok(data)
 
 
-@router.post("/logout", summary="End a session or all", responses={200: {"model": MessageOut}})
+@router.post("/logout", summary="End a session or all", responses={200: {"model": MessageResponse}})
 async def logout(
     principal: CurrentUser,
     request: Request,
@@ -123,7 +129,7 @@ async def logout(
     return ok({"message": message})
 
 
-@router.get("/me", summary="The signed-in user", responses={200: {"model": UserOut}})
+@router.get("/me", summary="The signed-in user", responses={200: {"model": UserResponse}})
 async def me(principal: CurrentUser, session: SessionDep) -> Any:
     return ok(await service.me(session, principal))
 
@@ -131,12 +137,12 @@ async def me(principal: CurrentUser, session: SessionDep) -> Any:
 @router.post(
     "/password",
     summary="Change the password (ends every session)",
-    responses={200: {"model": MessageOut}},
+    responses={200: {"model": MessageResponse}},
 )
 @router.put(
     "/password",
     summary="Change the password (ends every session)",
-    responses={200: {"model": MessageOut}},
+    responses={200: {"model": MessageResponse}},
 )
 async def change_password(
     body: PasswordChangeRequest, principal: CurrentUser, request: Request, session: SessionDep
@@ -152,7 +158,7 @@ async def change_password(
     return ok({"message": "Password changed; please sign in again"})
 
 
-@router.get("/sessions", summary="Active sessions", responses={200: {"model": SessionsOut}})
+@router.get("/sessions", summary="Active sessions", responses={200: {"model": SessionsResponse}})
 async def sessions(principal: CurrentUser, session: SessionDep) -> Any:
     return ok(await service.list_sessions(session, principal))
 

@@ -7,9 +7,9 @@ checked and lower-cased by the user domain (`paysys.auth.users`).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from paysys.core.schemas import ApiModel, ResponseModel
 
@@ -91,3 +91,33 @@ class SessionOut(ResponseModel):
 
 class SessionsOut(ResponseModel):
     sessions: list[SessionOut]
+
+
+def _envelope(model: type[BaseModel], title: str) -> type[BaseModel]:
+    """`{success: true, data: <model>}` for the OpenAPI document."""
+    return create_model(
+        title,
+        __config__=ConfigDict(title=title),
+        success=(Literal[True], ...),
+        data=(model, ...),
+    )
+
+
+AuthResponse = _envelope(AuthOut, "AuthResponse")
+TokenPairResponse = _envelope(TokenPairOut, "TokenPairResponse")
+UserResponse = _envelope(UserOut, "UserResponse")
+MessageResponse = _envelope(MessageOut, "MessageResponse")
+SessionsResponse = _envelope(SessionsOut, "SessionsResponse")
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    requestId: str | None = None
+
+
+class AuthErrorResponse(BaseModel):
+    model_config = ConfigDict(title="AuthErrorResponse")
+    success: Literal[False]
+    error: ErrorOut

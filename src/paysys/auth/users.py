@@ -174,6 +174,15 @@ async def _active_admin_ids(session: AsyncSession) -> list[uuid.UUID]:
     return list((await session.execute(query)).scalars())
 
 
+async def _lock_target(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """Lock the user's row for a guarded change. When the user is an admin, every active admin
+    row is locked first, in id order, so concurrent guarded changes never deadlock."""
+    user = await get_user(session, user_id)
+    if user.role == "ADMIN":
+        await _active_admin_ids(session)
+    return await get_user(session, user_id, lock=True)
+
+
 async def _guard(
     session: AsyncSession, user: User, actor_id: uuid.UUID | None, action: str
 ) -> None:
@@ -283,7 +292,7 @@ async def change_role(
     """Guards (self, last admin); revokes the user's access tokens (sessions live on, so the
     next refresh carries the new role); emits `user.role_changed`."""
     new_role = validate_role(new_role)
-    user = await get_user(session, user_id, lock=True)
+    user = await _lock_target(session, user_id)
     if new_role == user.role:
         return user
     if new_role != "ADMIN":
@@ -315,7 +324,7 @@ async def set_active(
 ) -> User:
     """Deactivation (guards) revokes all tokens and ends all sessions; emits
     `user.status_changed` {userId, isActive, reason}. No change → no event."""
-    user = await get_user(session, user_id, lock=True)
+    user = await _lock_target(session, user_id)
     reason = (reason or "").strip() or None
     if user.is_active == is_active:
         return user
@@ -350,7 +359,7 @@ async def delete_user(
 ) -> None:
     """Soft delete: deactivate, anonymise the email (so it can be registered again), revoke
     all tokens and sessions; payments and the row itself are kept; emits `user.deleted`."""
-    user = await get_user(session, user_id, lock=True)
+    user = await _lock_target(session, user_id)
     await _guard(session, user, actor_id, "delete")
     user.is_active = False
     user.deleted_at = datetime.now(UTC)

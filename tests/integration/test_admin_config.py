@@ -81,7 +81,7 @@ async def test_put_one_key_stores_canonical_value_and_emits(client) -> None:  # 
     try:
         async with create_sessionmaker(engine)() as session:
             assert await sysconfig.get_value(session, "payment.maxAmount") == "5000.00"
-            assert await sysconfig.get_value(session, "audit.retentionDays") == 365
+            assert await sysconfig.get_value(session, "maintenance.enabled") is False
             assert await sysconfig.get_value(session, "nope") is None
             assert await sysconfig.amount_limits(session) == (Decimal("10.50"), Decimal("5000"))
     finally:
@@ -101,9 +101,6 @@ BAD_VALUES = [
     ("payment.defaultCurrency", b"840", "ISO 4217"),
     ("maintenance.enabled", b'"yes"', "true or false"),
     ("maintenance.message", b"5", "string"),
-    ("audit.retentionDays", b"0", "between 1 and 3650"),
-    ("audit.retentionDays", b"1.5", "integer"),
-    ("audit.retentionDays", b"true", "integer"),
 ]
 
 
@@ -129,7 +126,6 @@ async def test_other_keys_accept_good_values(client) -> None:  # type: ignore[no
         ("payment.defaultCurrency", "eur", "EUR"),
         ("maintenance.enabled", True, True),
         ("maintenance.message", "  back at 5  ", "back at 5"),
-        ("audit.retentionDays", 30, 30),
     ]:
         r = await client.put(f"/api/admin/config/{key}", headers=headers, json={"value": value})
         assert r.status_code == 200, r.text
@@ -165,11 +161,11 @@ async def test_bulk_put_is_all_or_nothing_and_checks_min_le_max(client) -> None:
     r = await client.put(
         "/api/admin/config",
         headers=headers,
-        json={"payment.minAmount": "5.00", "nope.key": 1, "audit.retentionDays": -1},
+        json={"payment.minAmount": "5.00", "nope.key": 1, "maintenance.enabled": "yes"},
     )
     assert r.status_code == 400
     fields = [d["field"] for d in r.json()["error"]["details"]]
-    assert fields == ["nope.key", "audit.retentionDays"]
+    assert fields == ["nope.key", "maintenance.enabled"]
     assert await config_events() == []
 
     r = await client.put(

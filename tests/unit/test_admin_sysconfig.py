@@ -64,10 +64,8 @@ def test_other_keys() -> None:
     assert validate("maintenance.message", "  hi ") == "hi"
     with pytest.raises(ConfigValueError):
         validate("maintenance.message", "x" * 501)
-    assert validate("audit.retentionDays", 3650) == 3650
-    for bad in (0, 3651, "30", 1.0, RawNumber("2.5"), False):
-        with pytest.raises(ConfigValueError):
-            validate("audit.retentionDays", bad)
+    with pytest.raises(ConfigValueError):
+        validate("maintenance.message", 5)
     with pytest.raises(KeyError):
         validate("no.such", 1)
 

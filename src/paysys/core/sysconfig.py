@@ -94,17 +94,6 @@ def _text(max_length: int) -> Callable[[Any], str]:
     return check
 
 
-def _int_range(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigValueError("must be an integer")
-        if not low <= value <= high:
-            raise ConfigValueError(f"must be between {low} and {high}")
-        return value
-
-    return check
-
-
 @dataclass(frozen=True, slots=True)
 class ConfigKey:
     key: str
@@ -145,12 +134,6 @@ KEYS: dict[str, ConfigKey] = {
             "",
             "Message shown to clients during maintenance (at most 500 characters)",
             _text(500),
-        ),
-        ConfigKey(
-            "audit.retentionDays",
-            365,
-            "Days audit-log rows are meant to be kept (1-3650)",
-            _int_range(1, 3650),
         ),
     )
 }

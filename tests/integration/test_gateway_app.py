@@ -254,3 +254,38 @@ async def test_trusted_proxy_client_address(app_client: Any, echo: EchoServer, r
     three = await gw.post("/api/auth/login", headers={"x-forwarded-for": "198.51.100.2"})
     assert [one.status_code, two.status_code, three.status_code] == [200, 429, 200]
     assert two.headers["ratelimit-policy"] == '"auth-login";q=1;w=60'
+
+
+async def test_redis_pipe_script_reload_select_and_timeouts(redis: Any) -> None:
+    from paysys.gateway.ratelimit import Policy, RateLimiter, RedisPipe
+
+    url = Settings().redis_url.rsplit("/", 1)[0] + "/3"
+    limiter = RateLimiter(Redis.from_url(url), url=url)
+    policy = Policy("default", 2, 60)
+    await limiter.redis.script_flush()  # the next call meets NOSCRIPT and loads it
+    first = await limiter.hit("pipe-test", policy)
+    assert first.allowed and first.remaining == 1
+    assert await limiter.redis.zcard("gw:rl:pipe-test") == 1  # written to db 3
+    with pytest.raises(Exception, match="ERR"):
+        await limiter.pipe.call(b"NOT-A-COMMAND")  # type: ignore[union-attr]
+    await limiter.redis.delete("gw:rl:pipe-test")
+    limiter.close()
+    await limiter.redis.aclose()
+    with pytest.raises(ValueError):
+        RedisPipe("rediss://127.0.0.1:6379/0")
+    assert RateLimiter(redis, url="unix:///tmp/redis.sock").pipe is None
+
+    # a server that accepts but never answers: the call fails after the timeout
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100_000)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = RedisPipe(f"redis://user:pw@127.0.0.1:{port}/0", timeout=0.3)
+    started = time.perf_counter()
+    with pytest.raises(ConnectionError):
+        await pipe.call(b"PING")  # AUTH never answered
+    assert time.perf_counter() - started < 2
+    pipe.close()
+    server.close()
+    await server.wait_closed()

@@ -56,11 +56,13 @@ class Gateway:
         )
         self.probe_timeout = aiohttp.ClientTimeout(total=settings.health_timeout)
         self.redis: Any = None
+        self.limiter: RateLimiter | None = None
         self._prober: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.redis = create_redis(self.settings.redis_url)
-        session = self.proxy.start(RateLimiter(self.redis))
+        self.limiter = RateLimiter(self.redis, url=self.settings.redis_url)
+        session = self.proxy.start(self.limiter)
         self.openapi.session = session
         self._prober = asyncio.create_task(self._probe_loop(), name="gateway-upstream-probe")
 
@@ -70,6 +72,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
         await self.proxy.stop()
+        if self.limiter is not None:
+            self.limiter.close()
         if self.redis is not None:
             await self.redis.aclose()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import asyncpg
@@ -86,3 +87,27 @@ def test_gives_up_after_its_timeout_when_the_database_is_unreachable(
     monkeypatch.setenv("WAIT_FOR_SCHEMA_INTERVAL", "0.1")
     assert module.main() == 1
     assert "database unreachable" in capsys.readouterr().out
+
+
+async def test_the_migration_job_command_makes_the_pods_ready(scratch_db: str) -> None:
+    """What the cluster does on a deploy: the Job's command, then the init container's check."""
+    import os
+
+    import yaml
+
+    module = load_script()
+    assert not (await asyncio.to_thread(module.schema_ready))[0]
+    job = yaml.safe_load((BASE / "migrate-job.yaml").read_text())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    paysys = str(Path(sys.executable).with_name(container["command"][0]))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [paysys, *container["command"][1:]],
+        env={**os.environ, "DATABASE_URL": scratch_db},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    ready, why = await asyncio.to_thread(module.schema_ready)
+    assert ready and why.startswith("schema at head"), why

@@ -32,7 +32,7 @@ from schemathesis.python import asgi as st_asgi
 from paysys.core.config import Settings, get_settings
 from paysys.core.security import TokenCodec
 
-MAX_EXAMPLES = 5
+MAX_EXAMPLES = 4
 
 CONFIG = schemathesis.Config.from_dict(
     {

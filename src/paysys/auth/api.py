@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi.security import HTTPBearer
 
 from paysys.auth import service
 from paysys.auth.schemas import (
@@ -30,6 +31,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "default": {"model": AuthErrorResponse, "description": "Any error, in the error envelope"},
 }
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=_ERRORS)
+# Only documents the scheme on Bearer routes; `CurrentUser` does the checking.
+_BEARER = [Depends(HTTPBearer(auto_error=False, scheme_name="bearerAuth"))]
 
 
 def _trusted(peer: str | None, proxies: list[str]) -> bool:
@@ -109,7 +112,12 @@ async def refresh(body: RefreshRequest, request: Request, session: SessionDep) -
     return ok(data)
 
 
-@router.post("/logout", summary="End a session or all", responses={200: {"model": MessageResponse}})
+@router.post(
+    "/logout",
+    dependencies=_BEARER,
+    summary="End a session or all",
+    responses={200: {"model": MessageResponse}},
+)
 async def logout(
     principal: CurrentUser,
     request: Request,
@@ -129,18 +137,25 @@ async def logout(
     return ok({"message": message})
 
 
-@router.get("/me", summary="The signed-in user", responses={200: {"model": UserResponse}})
+@router.get(
+    "/me",
+    dependencies=_BEARER,
+    summary="The signed-in user",
+    responses={200: {"model": UserResponse}},
+)
 async def me(principal: CurrentUser, session: SessionDep) -> Any:
     return ok(await service.me(session, principal))
 
 
 @router.post(
     "/password",
+    dependencies=_BEARER,
     summary="Change the password (ends every session)",
     responses={200: {"model": MessageResponse}},
 )
 @router.put(
     "/password",
+    dependencies=_BEARER,
     summary="Change the password (ends every session)",
     responses={200: {"model": MessageResponse}},
 )
@@ -158,13 +173,22 @@ async def change_password(
     return ok({"message": "Password changed; please sign in again"})
 
 
-@router.get("/sessions", summary="Active sessions", responses={200: {"model": SessionsResponse}})
+@router.get(
+    "/sessions",
+    dependencies=_BEARER,
+    summary="Active sessions",
+    responses={200: {"model": SessionsResponse}},
+)
 async def sessions(principal: CurrentUser, session: SessionDep) -> Any:
     return ok(await service.list_sessions(session, principal))
 
 
 @router.delete(
-    "/sessions/{session_id}", status_code=204, summary="End one session", response_class=Response
+    "/sessions/{session_id}",
+    dependencies=_BEARER,
+    status_code=204,
+    summary="End one session",
+    response_class=Response,
 )
 async def revoke_session(
     session_id: str, principal: CurrentUser, request: Request, session: SessionDep

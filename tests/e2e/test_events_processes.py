@@ -128,7 +128,7 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
     tail = spawn(
         procs,
         hub.urls,
-        ["-m", "paysys.cli.main", "events", "tail", "--json", "--count", "2", "--type", "config.*"],
+        ["-m", "paysys.cli.events", "tail", "--json", "--count", "2", "--type", "config.*"],
         tail_log,
     )
     deadline = time.monotonic() + 60
@@ -138,7 +138,7 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
         time.sleep(0.05)
 
     worker_log = tmp_path / "worker.log"
-    worker = spawn(procs, hub.urls, ["-m", "paysys.cli.main", "worker", "auth"], worker_log)
+    worker = spawn(procs, hub.urls, ["-m", "paysys.cli.worker", "auth"], worker_log)
 
     runtime = hub.runtime()
     async with runtime.sessionmaker() as session, session.begin():

@@ -252,3 +252,17 @@ def test_tail_formatting_and_patterns() -> None:
     )
     assert line.startswith("12:30:45.123  user.deleted")
     assert "actor=-" in line and '{"userId":"u"}' in line
+
+
+def test_cli_registers_worker_and_events() -> None:
+    from typer.testing import CliRunner
+
+    from paysys.cli.main import app
+
+    runner = CliRunner()
+    worker = runner.invoke(app, ["worker", "--help"])
+    assert worker.exit_code == 0 and "relay" in worker.output
+    tail = runner.invoke(app, ["events", "tail", "--help"])
+    assert tail.exit_code == 0 and "--type" in tail.output
+    unknown = runner.invoke(app, ["worker", "nosuch"])
+    assert unknown.exit_code == 2 and "unknown service" in unknown.output

@@ -18,7 +18,7 @@ from paysys.auth.models import AuthSession, User
 from paysys.auth.seed import SEED_PASSWORD, seed
 from paysys.auth.workers import revocation_sync, sync_once
 from paysys.core.config import Settings
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_SID_KEY
+from paysys.core.security import NOT_BEFORE_KEY, REVOKED_SID_KEY, TokenCodec
 from tests.support.auth import PASSWORD, bearer, login, register, runtime, unique_email
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -272,6 +272,15 @@ async def test_redis_down_uses_the_database(app_client: Any, redis_server: Any) 
     try:
         # Valid token: still accepted (decided from the database).
         assert (await _me(client, alive["accessToken"])).status_code == 200
+        # A signed token naming no stored session (minted by a tool) is judged by its user.
+        minted, _ = TokenCodec(Settings()).issue_access(
+            user_id=uuid.UUID(alive["user"]["id"]),
+            email=email,
+            name="T",
+            role="CUSTOMER",
+            sid=str(uuid.uuid4()),
+        )
+        assert (await _me(client, minted)).status_code == 200
         # Logged out before the outage: still refused.
         assert (await _me(client, logged_out["accessToken"])).status_code == 401
         # Revoked during the outage (Redis cannot be written): refused anyway.

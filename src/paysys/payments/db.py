@@ -35,17 +35,25 @@ async def connect(engine: AsyncEngine) -> AsyncIterator[Conn]:
         sa_conn = await engine.connect()
     except (DBAPIError, SQLAlchemyError, OSError) as exc:
         raise ServiceUnavailable("The database is unavailable") from exc
+    driver: Conn | None = None
     try:
         raw = await sa_conn.get_raw_connection()
-        driver: Conn = raw.driver_connection
+        driver = raw.driver_connection
+        assert driver is not None
         try:
             yield driver
         except _DISCONNECTS as exc:
             await sa_conn.invalidate()
             raise ServiceUnavailable("The database is unavailable") from exc
-        if driver.is_in_transaction():  # pragma: no cover - defensive: never hand back dirty
-            await sa_conn.invalidate()
     finally:
+        # Never hand a connection back to the pool mid-transaction or broken (e.g. a request
+        # cancelled while a statement ran): drop it instead.
+        if (
+            driver is not None
+            and not sa_conn.invalidated
+            and (driver.is_closed() or driver.is_in_transaction())
+        ):
+            await sa_conn.invalidate()
         await sa_conn.close()
 
 

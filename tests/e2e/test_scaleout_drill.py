@@ -225,53 +225,56 @@ async def test_scaleout_drill(tmp_path: Path) -> None:
         RATE_LIMIT_WINDOW="60",
         BACKGROUND_WORKERS="true",
     )
-    await asyncio.to_thread(stack.start)
     stats = Stats()
-    gateways = [p.url for p in stack.named("gateway")]
-    first, second = stack["payments-1"], stack["payments-2"]
-    recipient = await support.make_user("CUSTOMER")
-    users = [await support.make_user("CUSTOMER") for _ in range(LOAD_USERS)]
-    burst_user = await support.make_user("CUSTOMER")
-    load = Load(gateways, recipient, stats)
     burst: Counter[int] = Counter()
     shutdown: dict[str, float] = {}
-    try:
-        stats.started = time.monotonic()
-        runners = [asyncio.create_task(load.user_loop(i, u)) for i, u in enumerate(users)]
+    try:  # whatever happens, every process of the drill is stopped
+        await asyncio.to_thread(stack.start)
+        gateways = [p.url for p in stack.named("gateway")]
+        first, second = stack["payments-1"], stack["payments-2"]
+        recipient = await support.make_user("CUSTOMER")
+        users = [await support.make_user("CUSTOMER") for _ in range(LOAD_USERS)]
+        burst_user = await support.make_user("CUSTOMER")
+        load = Load(gateways, recipient, stats)
+        runners: list[asyncio.Task[None]] = []
+        try:
+            stats.started = time.monotonic()
+            runners = [asyncio.create_task(load.user_loop(i, u)) for i, u in enumerate(users)]
 
-        await asyncio.sleep(5)
-        assert first.proc is not None
-        os.kill(first.proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(first.proc.wait, 10)
-        first.proc = None
-        stats.note("payments-1 SIGKILLed")
-        # Rate limits while one replica is down (2 x limit through both gateways at once),
-        # while the killed replica restarts.
-        restart = asyncio.create_task(asyncio.to_thread(restart_replica, first))
-        burst = await load.rate_limit_burst(burst_user, 2 * RATE_LIMIT)
-        stats.note(f"rate-limit burst done: {dict(burst)}")
-        await restart
-        stats.note("payments-1 restarted")
-        assert await gateway_sees_ready(gateways, first.url, time.monotonic() + 20)
-        stats.note("payments-1 back in both gateways' pools")
-        await asyncio.sleep(1)
-        code, seconds = await asyncio.to_thread(terminate, second, signal.SIGTERM)
-        shutdown = {"exit_code": code, "seconds": round(seconds, 2)}
-        stats.note(f"payments-2 SIGTERM: exit {code} after {seconds:.2f}s")
-        await asyncio.to_thread(restart_replica, second)
-        stats.note("payments-2 restarted")
-        assert await gateway_sees_ready(gateways, second.url, time.monotonic() + 20)
-        stats.note("payments-2 back in both gateways' pools")
-        await asyncio.sleep(2)
-        load.stop.set()
-        await asyncio.gather(*runners)
-        stats.note("load stopped")
-        load_seconds = time.monotonic() - stats.started
-    finally:
-        load.stop.set()
-        await load.close()
-
-    try:
+            await asyncio.sleep(5)
+            assert first.proc is not None
+            os.kill(first.proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(first.proc.wait, 10)
+            first.proc = None
+            stats.note("payments-1 SIGKILLed")
+            # Rate limits while one replica is down (2 x limit through both gateways at once),
+            # while the killed replica restarts.
+            restart = asyncio.create_task(asyncio.to_thread(restart_replica, first))
+            burst = await load.rate_limit_burst(burst_user, 2 * RATE_LIMIT)
+            stats.note(f"rate-limit burst done: {dict(burst)}")
+            await restart
+            stats.note("payments-1 restarted")
+            assert await gateway_sees_ready(gateways, first.url, time.monotonic() + 20)
+            stats.note("payments-1 back in both gateways' pools")
+            await asyncio.sleep(1)
+            code, seconds = await asyncio.to_thread(terminate, second, signal.SIGTERM)
+            shutdown = {"exit_code": code, "seconds": round(seconds, 2)}
+            stats.note(f"payments-2 SIGTERM: exit {code} after {seconds:.2f}s")
+            await asyncio.to_thread(restart_replica, second)
+            stats.note("payments-2 restarted")
+            assert await gateway_sees_ready(gateways, second.url, time.monotonic() + 20)
+            stats.note("payments-2 back in both gateways' pools")
+            await asyncio.sleep(2)
+            load.stop.set()
+            await asyncio.gather(*runners)
+            stats.note("load stopped")
+            load_seconds = time.monotonic() - stats.started
+        finally:
+            load.stop.set()
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
+            await load.close()
         checks = await verify(stats, users)
     finally:
         await asyncio.to_thread(stack.stop)

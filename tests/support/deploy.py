@@ -138,6 +138,28 @@ def kustomization_files(directory: Path) -> list[Path]:
     return found
 
 
+def assemble_without_kustomize(overlay: Path) -> list[dict[str, Any]]:
+    """The overlay's objects without kustomize (no patches, names or namespace applied): its
+    resource files plus the generated ConfigMaps and Secret built from their sources."""
+    docs = [
+        doc
+        for path in kustomization_files(overlay)
+        if path.suffix == ".yaml" and path.name != "kustomization.yaml"
+        for doc in yaml_docs(path)
+    ]
+    base = overlay.parents[1] / "base"
+
+    def generated(kind: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+        key = "stringData" if kind == "Secret" else "data"
+        return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name}, key: data}
+
+    docs.append(generated("ConfigMap", "paysys-config", read_env_file(base / "config.env")))
+    script = (base / "wait_for_schema.py").read_text()
+    docs.append(generated("ConfigMap", "paysys-scripts", {"wait_for_schema.py": script}))
+    docs.append(generated("Secret", "paysys-secrets", read_env_file(overlay / "secrets.env")))
+    return docs
+
+
 def containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
 

@@ -18,6 +18,7 @@ from tests.support.deploy import (
     LOCAL,
     SECRET_VARS,
     SERVICES,
+    assemble_without_kustomize,
     containers,
     documented_unset,
     kustomization_files,
@@ -90,20 +91,7 @@ def test_rendered_overlay_is_valid_and_complete(tmp_path: Path) -> None:
     if kustomize_command() is not None:
         docs = render(overlay)
     else:  # pragma: no cover - machines without kustomize/kubectl
-        docs = [
-            d
-            for f in kustomization_files(overlay)
-            if f.suffix == ".yaml" and f.name != "kustomization.yaml"
-            for d in yaml_docs(f)
-        ]
-        docs.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "paysys-config"},
-                "data": read_env_file(overlay.parents[1] / "base" / "config.env"),
-            }
-        )
+        docs = assemble_without_kustomize(overlay)
     for doc in docs:
         validate_k8s(doc)
     kinds = Counter(d["kind"] for d in docs)
@@ -129,6 +117,15 @@ def test_rendered_overlay_is_valid_and_complete(tmp_path: Path) -> None:
                 refs = {next(iter(e.values()))["name"] for e in container["envFrom"]}
                 assert refs == {config["metadata"]["name"], secret["metadata"]["name"]}
         assert config["data"]["GATEWAY_URL"] == "http://paysys.localtest.me"
+
+
+def test_the_offline_assembly_used_without_kustomize_is_valid_too(tmp_path: Path) -> None:
+    docs = assemble_without_kustomize(prepared_overlay(tmp_path))
+    for doc in docs:
+        validate_k8s(doc)
+    kinds = Counter(d["kind"] for d in docs)
+    assert kinds["Deployment"] == len(SERVICES) and kinds["StatefulSet"] == 2
+    assert kinds["ConfigMap"] == 2 and kinds["Secret"] == 1
 
 
 def test_a_deployment_and_service_per_service_with_the_three_probes() -> None:

@@ -45,6 +45,8 @@ log = get_logger("paysys.payments.processor")
 BATCH = 50
 MAX_INFLIGHT = 500
 SEND_ATTEMPTS = 5
+IDLE_POLL = 1.0
+ERROR_POLL = 5.0
 WEBHOOK_PATH = "/api/payments/webhooks/psp"
 FAIL_MARKER = "FAIL"
 SUBMITTED = "Submitted to the payment processor"
@@ -211,7 +213,10 @@ class ProcessorWorker:
         settings = runtime.settings
         delay = max(0.0, settings.processor_delay_ms / 1000)
         lease = max(settings.processor_lease_ms / 1000, delay + 1.0)
-        poll = min(0.25, max(0.02, delay / 2))
+        # Busy: poll often. Idle: back off (doubling up to IDLE_POLL) so a quiet replica costs
+        # one small query a second, not dozens; errors back off further.
+        busy_poll = min(0.25, max(0.02, delay / 2))
+        poll = busy_poll
         http = HttpSender(webhook_url(settings))
 
         async def send(body: bytes, headers: dict[str, str]) -> int:
@@ -230,6 +235,9 @@ class ProcessorWorker:
                     except Exception:
                         log.exception("processor could not claim payments")
                         rows = []
+                        poll = ERROR_POLL
+                    else:
+                        poll = busy_poll if rows else min(IDLE_POLL, max(busy_poll, poll * 2))
                     for row in rows:
                         payment_id = uuid.UUID(str(row["id"]))
                         if payment_id in self.inflight:  # pragma: no cover - lease renewed

@@ -196,6 +196,23 @@ def _filtered(statement: Any, filters: AuditFilters) -> Any:
     return statement
 
 
+def page_statement(
+    filters: AuditFilters, *, page: int, limit: int, sort: str = "createdAt", order: str = "desc"
+) -> Any:
+    """One page of audit rows with the actor's email and name (ties broken by id)."""
+    column = {"createdAt": AuditLog.created_at, "action": AuditLog.action}[sort]
+    direction = (lambda c: c.desc()) if order == "desc" else (lambda c: c.asc())
+    statement = _filtered(
+        select(AuditLog, User.email, User.name).outerjoin(User, User.id == AuditLog.actor_id),
+        filters,
+    )
+    return (
+        statement.order_by(direction(column), direction(AuditLog.id))
+        .offset((page - 1) * limit)
+        .limit(limit)
+    )
+
+
 async def list_audit_logs(
     session: AsyncSession,
     filters: AuditFilters,
@@ -206,17 +223,7 @@ async def list_audit_logs(
     order: str = "desc",
 ) -> tuple[list[dict[str, Any]], int]:
     total = await session.scalar(_filtered(select(func.count()).select_from(AuditLog), filters))
-    column = {"createdAt": AuditLog.created_at, "action": AuditLog.action}[sort]
-    direction = (lambda c: c.desc()) if order == "desc" else (lambda c: c.asc())
-    statement = _filtered(
-        select(AuditLog, User.email, User.name).outerjoin(User, User.id == AuditLog.actor_id),
-        filters,
-    )
-    statement = (
-        statement.order_by(direction(column), direction(AuditLog.id))
-        .offset((page - 1) * limit)
-        .limit(limit)
-    )
+    statement = page_statement(filters, page=page, limit=limit, sort=sort, order=order)
     rows = (await session.execute(statement)).all()
     return [audit_json(row[0], row[1], row[2]) for row in rows], int(total or 0)
 

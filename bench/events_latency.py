@@ -1,6 +1,6 @@
 """Event hub benchmark: emit → handled latency (p50/p99) and events/s through one relay.
 
-    .venv/bin/python -m bench.events_latency [--events 300] [--rate 100] [--backlog 5000]
+    .venv/bin/python -m bench.events_latency [--events 300] [--rate 100] [--backlog 3000]
 
 Uses the PostgreSQL of DATABASE_URL (a scratch database `<name>_bench_events` is created,
 migrated to the outbox revision and dropped at the end) and a private redis-server on a free
@@ -156,6 +156,34 @@ class Bench:
             "duplicates": int(dupes),
         }
 
+    @staticmethod
+    async def baseline(conn: asyncpg.Connection, backlog: int) -> dict[str, Any]:
+        """The floor, measured side by side: one INSERT + COMMIT (a hub delivery needs three
+        commits: emit, relay, consumer), and the bench handler's INSERT done `backlog` times
+        by raw asyncpg in transactions of 100 (the consumer's ceiling)."""
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_probe (x int)")
+        samples = []
+        for _ in range(200):
+            start = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("INSERT INTO bench_probe VALUES (1)")
+            samples.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        for first in range(0, backlog, 100):
+            async with conn.transaction():
+                for _ in range(first, min(first + 100, backlog)):
+                    await conn.execute(
+                        "INSERT INTO bench_applied (event_id, occurred_at) "
+                        "VALUES (gen_random_uuid(), now())"
+                    )
+        raw_s = time.perf_counter() - start
+        await conn.execute("DROP TABLE bench_probe")
+        await conn.execute("TRUNCATE bench_applied")
+        return {
+            "commit_p50_ms": round(statistics.median(samples), 2),
+            "raw_handler_inserts_per_s": round(backlog / raw_s),
+        }
+
     async def throughput(
         self, runtime: Any, conn: asyncpg.Connection, backlog: int
     ) -> dict[str, Any]:
@@ -198,6 +226,7 @@ class Bench:
 
 
 async def driver(args: argparse.Namespace) -> dict[str, Any]:
+    load_start = round(os.getloadavg()[0], 2)
     from paysys.core.runtime import Runtime
     from paysys.db import migrate
 
@@ -242,8 +271,14 @@ async def driver(args: argparse.Namespace) -> dict[str, Any]:
     runtime = Runtime.create(settings)
     try:
         await conn.execute(TABLE_SQL)
+        baseline = await bench.baseline(conn, args.backlog)
         latency = await bench.latency(runtime, conn, args.events, args.rate)
         throughput = await bench.throughput(runtime, conn, args.backlog)
+        floor = 3 * baseline["commit_p50_ms"]
+        latency["p50_over_3_commits"] = round(latency["p50_ms"] / floor, 2)
+        throughput["consumer_vs_raw_inserts"] = round(
+            throughput["consumer_events_per_s"] / baseline["raw_handler_inserts_per_s"], 2
+        )
     finally:
         await runtime.close()
         await conn.close()
@@ -253,6 +288,8 @@ async def driver(args: argparse.Namespace) -> dict[str, Any]:
             redis_proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
     return {
+        "load_average_1m_at_start": load_start,
+        "baseline": baseline,
         "latency": latency,
         "throughput": throughput,
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
@@ -264,7 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.events_latency")
     parser.add_argument("--events", type=int, default=300, help="latency run: events")
     parser.add_argument("--rate", type=float, default=100.0, help="latency run: events/s")
-    parser.add_argument("--backlog", type=int, default=5000, help="throughput run: events")
+    parser.add_argument("--backlog", type=int, default=3000, help="throughput run: events")
     parser.add_argument("--redis-url", default=None, help="default: a private redis-server")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-relay", action="store_true", help=argparse.SUPPRESS)

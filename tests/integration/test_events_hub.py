@@ -321,6 +321,11 @@ async def test_consumer_catches_up_on_events_published_before_it_started(hub: Hu
         return await hub.applied("late") == dict.fromkeys(ids, 1)
 
     await wait_for(caught_up, 30, message="catch-up")
+    # Read as one batch, applied in ONE transaction (processed_at = its start time).
+    stamps = await hub.conn.fetchval(
+        "SELECT count(DISTINCT processed_at) FROM processed_events WHERE consumer = 'late'"
+    )
+    assert stamps == 1
 
 
 async def test_consumer_recovers_when_redis_loses_its_data(hub: Hub) -> None:

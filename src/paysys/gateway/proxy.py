@@ -433,6 +433,9 @@ class Proxy:
                     limit_headers,
                 )
                 return
+            except BaseException:  # cancelled (shutdown, client gone): free a half-open probe
+                upstream.release()
+                raise
             upstream.success()
             await self._relay(send, method, response, limit_headers, pool.name)
             return

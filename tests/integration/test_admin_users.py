@@ -456,3 +456,25 @@ async def test_soft_delete_frees_email_keeps_row_and_payments(client) -> None:  
         assert await is_revoked(redis, principal)
     finally:
         await redis.aclose()
+
+
+async def test_deactivation_with_redis_down_still_revokes(client, redis_server) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.admin import session_token
+
+    _, headers = await admin_and_token()
+    victim = await insert_user(role="ADMIN")
+    victim_headers = bearer(await session_token(victim))
+    assert (await client.get("/api/admin/users", headers=victim_headers)).status_code == 200
+    redis_server.stop()
+    try:
+        # The write succeeds (the database copy of the revocation is authoritative) ...
+        r = await client.patch(
+            f"/api/admin/users/{victim['id']}/status", headers=headers, json={"isActive": False}
+        )
+        assert r.status_code == 200, r.text
+        # ... and every service's database fallback refuses the old token at once.
+        r = await client.get("/api/admin/users", headers=victim_headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "TOKEN_INVALID"
+        assert (await client.get("/api/admin/users", headers=headers)).status_code == 200
+    finally:
+        redis_server.start()

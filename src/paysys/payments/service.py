@@ -121,7 +121,6 @@ WITH p AS (
 {{idempotency}}
 {NOTIFY_SELECT}
 """  # noqa: S608 - fixed SQL; every value is a bound parameter
-_CREATE_SQL = _INSERT_PAYMENT.format(idempotency="")
 _CREATE_WITH_KEY_SQL = _INSERT_PAYMENT.format(
     idempotency=""", k AS (
   UPDATE idempotency_keys SET state = 'completed', response_status = 201,
@@ -178,6 +177,12 @@ async def _resolve_parties(conn: Conn, principal: Principal, data: CreateInput) 
         recipient = next(
             (row for row in rows if row["email"].lower() == data.recipient_email), None
         )
+    _check_parties(principal, field, sender, recipient)
+    return sender, recipient
+
+
+def _check_parties(principal: Principal, field: str, sender: Any, recipient: Any) -> None:
+    """Rows with id, is_active, deleted (None when absent) → the create rules of §4."""
     if sender is None or not sender["is_active"] or sender["deleted"]:
         raise AppError("TOKEN_INVALID", "Token is invalid")
     if recipient is None or recipient["deleted"]:
@@ -186,7 +191,6 @@ async def _resolve_parties(conn: Conn, principal: Principal, data: CreateInput) 
         raise ValidationFailed(field, "must not be yourself")
     if not recipient["is_active"]:
         raise ValidationFailed(field, "recipient account is deactivated")
-    return sender, recipient
 
 
 async def create_payment(
@@ -204,10 +208,7 @@ async def create_payment(
     if limits is not None:
         check_limits(data, limits)
     if idempotency_key is None:
-        sender, recipient = await _resolve_parties(conn, principal, data)
-        body, args = _build_create(principal, data, sender, recipient)
-        await conn.execute(_CREATE_SQL, *args)
-        return Created(201, body, False)
+        return await _create_in_one_statement(conn, principal, data)
 
     async with conn.transaction():
         # Wait (bounded) for a concurrent request holding the same key: then replay its
@@ -246,6 +247,93 @@ async def create_payment(
         return Created(201, body, False)
 
 
+# Without an Idempotency-Key a create is ONE statement (one round trip, atomic by itself):
+# look up sender and recipient, insert payment + first history row + outbox event only when the
+# parties pass the rules, and return both users so the caller can tell why nothing was inserted.
+# The event's sender/recipient objects are filled in from the same rows (jsonb_set).
+_CREATE_ONE_SQL = f"""
+WITH s AS (
+  SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted FROM users WHERE id = $2
+), r AS (
+  SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted FROM users
+  WHERE id = $3::uuid
+  UNION ALL
+  SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted FROM users
+  WHERE $3::uuid IS NULL AND lower(email) = $13::text
+), good AS (
+  SELECT r.id, r.email, r.name FROM r, s
+  WHERE s.is_active AND NOT s.deleted AND r.is_active AND NOT r.deleted AND r.id <> s.id
+  LIMIT 1
+), p AS (
+  INSERT INTO payments (id, sender_id, recipient_id, amount, currency, status, type,
+                        description, metadata, created_at, updated_at)
+  SELECT $1, $2, good.id, $4, $5, 'pending', $6, $7, $8::jsonb, $9, $9 FROM good
+  RETURNING id
+), t AS (
+  INSERT INTO payment_transactions (id, payment_id, status, status_message, actor_id, created_at)
+  SELECT $10, p.id, 'pending', 'Payment created', $2, $9 FROM p
+), o AS (
+  INSERT INTO outbox (id, type, payload)
+  SELECT $11::uuid, 'payment.created',
+    jsonb_set(jsonb_set(jsonb_set($12::jsonb,
+      '{{data,payment,recipientId}}', to_jsonb(good.id::text)),
+      '{{data,payment,sender}}',
+      jsonb_build_object('id', s.id::text, 'email', s.email, 'name', s.name)),
+      '{{data,payment,recipient}}',
+      jsonb_build_object('id', good.id::text, 'email', good.email, 'name', good.name))
+  FROM good, s WHERE EXISTS (SELECT 1 FROM p)
+)
+SELECT s.id AS s_id, s.email AS s_email, s.name AS s_name, s.is_active AS s_active,
+       s.deleted AS s_deleted, r.id AS r_id, r.email AS r_email, r.name AS r_name,
+       r.is_active AS r_active, r.deleted AS r_deleted,
+       (SELECT count(*) FROM p) AS inserted, {NOTIFY_SELECT[len("SELECT ") :]} AS notified
+FROM (SELECT 1) AS one LEFT JOIN s ON true LEFT JOIN r ON true
+"""  # noqa: S608 - fixed SQL; every value is a bound parameter
+
+
+async def _create_in_one_statement(conn: Conn, principal: Principal, data: CreateInput) -> Created:
+    payment_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    field = "recipientId" if data.recipient_id is not None else "recipientEmail"
+    placeholder = {"id": str(principal.id), "email": "", "name": ""}
+    draft = _payment_dict(principal, data, payment_id, now, placeholder, None)
+    ids, _types, payloads = event_rows([("payment.created", {"payment": draft})], principal.id)
+    row = await conn.fetchrow(
+        _CREATE_ONE_SQL,
+        payment_id,
+        principal.id,
+        data.recipient_id,
+        data.amount,
+        data.currency,
+        data.type,
+        data.description,
+        dumps(data.metadata),
+        now,
+        uuid.uuid4(),
+        ids[0],
+        payloads[0],
+        data.recipient_email,
+    )
+    assert row is not None
+    sender = None
+    if row["s_id"] is not None:
+        sender = {"id": row["s_id"], "is_active": row["s_active"], "deleted": row["s_deleted"]}
+    recipient = None
+    if row["r_id"] is not None:
+        recipient = {"id": row["r_id"], "is_active": row["r_active"], "deleted": row["r_deleted"]}
+    _check_parties(principal, field, sender, recipient)
+    assert row["inserted"] == 1
+    payment = _payment_dict(
+        principal,
+        data,
+        payment_id,
+        now,
+        {"id": str(principal.id), "email": row["s_email"], "name": row["s_name"]},
+        {"id": str(row["r_id"]), "email": row["r_email"], "name": row["r_name"]},
+    )
+    return Created(201, dumps({"success": True, "data": payment}).encode(), False)
+
+
 def check_limits(data: CreateInput, limits: tuple[Decimal, Decimal]) -> None:
     """`payment.minAmount` / `payment.maxAmount` (face values, any currency) from config."""
     low, high = limits
@@ -256,15 +344,18 @@ def check_limits(data: CreateInput, limits: tuple[Decimal, Decimal]) -> None:
         raise ValidationFailed("amount", f"must not exceed {high}")
 
 
-def _build_create(
-    principal: Principal, data: CreateInput, sender: Any, recipient: Any
-) -> tuple[bytes, list[Any]]:
-    payment_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    payment = {
+def _payment_dict(
+    principal: Principal,
+    data: CreateInput,
+    payment_id: uuid.UUID,
+    now: datetime,
+    sender: dict[str, str],
+    recipient: dict[str, str] | None,
+) -> dict[str, Any]:
+    return {
         "id": str(payment_id),
         "senderId": str(principal.id),
-        "recipientId": str(recipient["id"]),
+        "recipientId": recipient["id"] if recipient else None,
         "amount": format_minor(data.amount, data.currency),
         "currency": data.currency,
         "status": "pending",
@@ -276,13 +367,24 @@ def _build_create(
         "completedAt": None,
         "createdAt": iso_z(now),
         "updatedAt": iso_z(now),
-        "sender": {"id": str(principal.id), "email": sender["email"], "name": sender["name"]},
-        "recipient": {
-            "id": str(recipient["id"]),
-            "email": recipient["email"],
-            "name": recipient["name"],
-        },
+        "sender": sender,
+        "recipient": recipient,
     }
+
+
+def _build_create(
+    principal: Principal, data: CreateInput, sender: Any, recipient: Any
+) -> tuple[bytes, list[Any]]:
+    payment_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    payment = _payment_dict(
+        principal,
+        data,
+        payment_id,
+        now,
+        {"id": str(principal.id), "email": sender["email"], "name": sender["name"]},
+        {"id": str(recipient["id"]), "email": recipient["email"], "name": recipient["name"]},
+    )
     ids, types, payloads = event_rows([("payment.created", {"payment": payment})], principal.id)
     body = dumps({"success": True, "data": payment}).encode()
     args = [

@@ -734,3 +734,28 @@ async def test_replay_after_redis_lost_data_applies_nothing_twice(
 
     await wait_for(republished, 30, message="re-published and consumed")
     assert await hub.applied("replay") == dict.fromkeys(ids, 1)
+
+
+async def test_graceful_shutdown_finishes_the_event_in_hand(hub: Hub) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    handlers = EventHandlers("graceful")
+
+    @handlers.on("config.updated")
+    async def slow(session: Any, event: EventEnvelope) -> None:
+        entered.set()
+        await release.wait()
+        await record_applied(session, "graceful", event, "")
+
+    runtime = hub.start([run_relay, handlers.run])
+    (event_id,) = await hub.emit_many(runtime, 1)
+    await asyncio.wait_for(entered.wait(), 30)
+    closing = asyncio.create_task(runtime.close(grace=30))
+
+    async def stopping() -> bool:
+        return runtime.stopping.is_set()
+
+    await wait_for(stopping, 10, message="shutdown started")
+    release.set()  # the handler finishes after shutdown began: it must not be cut off
+    await asyncio.wait_for(closing, 30)
+    assert await hub.applied("graceful") == {event_id: 1}
+    assert await hub.group_pending("graceful") == 0  # committed AND acknowledged before exit

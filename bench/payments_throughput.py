@@ -219,6 +219,10 @@ def main() -> None:
             "gateway_get": (f"{gw}/api/payments/{pid}", lua("GET", auth)),
             "direct_create": (f"{direct}/api/payments", lua("POST", auth, create_body)),
             "direct_get": (f"{direct}/api/payments/{pid}", lua("GET", auth)),
+            # Reference points: the service's framework floor (no auth, no DB) and the gateway
+            # in front of it.
+            "direct_health_live": (f"{direct}/health/live", lua("GET", {})),
+            "gateway_health_live": (f"{gw}/health/live", lua("GET", {})),
         }
         # Warm-up (connection pools, prepared statements), then measure.
         for target, script in runs.values():

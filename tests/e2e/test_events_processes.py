@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -25,6 +26,7 @@ from tests.support.events import (
     shared_hub_database,
     wait_for,
 )
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +140,13 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
         time.sleep(0.05)
 
     worker_log = tmp_path / "worker.log"
-    worker = spawn(procs, hub.urls, ["-m", "paysys.cli.worker", "auth"], worker_log)
+    metrics_port = free_port()
+    worker = spawn(
+        procs,
+        hub.urls,
+        ["-m", "paysys.cli.worker", "auth", "--metrics-port", str(metrics_port)],
+        worker_log,
+    )
 
     runtime = hub.runtime()
     async with runtime.sessionmaker() as session, session.begin():
@@ -147,7 +155,10 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
         await emit(session, "user.deleted", {"userId": str(uuid.uuid4())})
     config_ids = await hub.emit_many(runtime, 2)
 
-    out, _ = tail.communicate(timeout=60)
+    try:
+        out, _ = tail.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"tail got no events; worker log:\n{worker_log.read_text()[-3000:]}")
     assert tail.returncode == 0, tail_log.read_text()
     lines = out.strip().splitlines()
     assert [EventEnvelope.model_validate_json(line).id for line in lines] == config_ids
@@ -156,6 +167,10 @@ async def test_paysys_worker_relays_and_events_tail_shows_the_feed(
         return await hub.pending_outbox() == 0 and await hub.redis.xlen(STREAM) == 3
 
     await wait_for(all_published, 30, message="worker relay published everything")
+
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert 'paysys_events_published_total{type="config.updated"} 2.0' in metrics
+    assert "paysys_events_outbox_backlog" in metrics
 
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker_log.read_text()

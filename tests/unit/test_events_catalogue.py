@@ -266,3 +266,21 @@ def test_cli_registers_worker_and_events() -> None:
     assert tail.exit_code == 0 and "--type" in tail.output
     unknown = runner.invoke(app, ["worker", "nosuch"])
     assert unknown.exit_code == 2 and "unknown service" in unknown.output
+
+
+def test_worker_options_may_follow_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from paysys.cli import worker
+    from paysys.cli.main import app
+
+    called: dict[str, Any] = {}
+
+    async def fake_run_workers(service: str, settings: Any = None, **kwargs: Any) -> None:
+        called.update(service=service, **kwargs)
+
+    monkeypatch.setattr(worker, "run_workers", fake_run_workers)
+    result = CliRunner().invoke(app, ["worker", "payments", "--no-relay"])
+    assert result.exit_code == 0, result.output
+    assert called == {"service": "payments", "relay": False}
+    assert "paysys worker payments: stopped" in result.output

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
+from collections.abc import Callable
 
 import typer
 
@@ -21,6 +22,9 @@ from paysys.core.runtime import Worker
 app = typer.Typer(
     help="Run a service's background workers (outbox relay, event consumer, ...) without HTTP.",
     no_args_is_help=True,
+    # `paysys worker auth --metrics-port 9100`: options may follow the service name.
+    context_settings={"allow_interspersed_args": True},
+    subcommand_metavar="",
 )
 
 
@@ -86,14 +90,14 @@ def worker(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    try:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    with contextlib.suppress(ImportError):  # uvloop ships with uvicorn[standard]
         import uvloop
 
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        pass
+        loop_factory = uvloop.new_event_loop
     typer.echo(f"paysys worker {service}: starting (Ctrl-C to stop)", err=True)
-    asyncio.run(run_workers(service, relay=relay))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:  # no global policy change
+        runner.run(run_workers(service, relay=relay))
     typer.echo(f"paysys worker {service}: stopped", err=True)
 
 

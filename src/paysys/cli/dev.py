@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from paysys import SERVICES
-from paysys.cli.serve import DEFAULT_PORTS
 from paysys.core.config import Settings
 
 # Start order: the gateway last, so its readiness (which checks the others) settles quickly.
@@ -29,6 +28,8 @@ def service_url(settings: Settings, service: str) -> str:
 
 
 def service_port(settings: Settings, service: str) -> int:
+    from paysys.cli.serve import DEFAULT_PORTS  # (serve imports uvicorn: only when needed)
+
     port = urlsplit(service_url(settings, service)).port
     return port or DEFAULT_PORTS[service]
 

@@ -37,7 +37,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from paysys.core.config import Settings
 
@@ -95,6 +94,13 @@ def save_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Reachability
 # ---------------------------------------------------------------------------------------------
+
+
+def make_url(value: str) -> Any:
+    """SQLAlchemy's URL parser, imported only when needed (keeps `paysys --help` quick)."""
+    from sqlalchemy.engine import make_url as parse
+
+    return parse(value)
 
 
 @dataclass(frozen=True)

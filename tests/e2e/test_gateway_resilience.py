@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.gateway import EchoServer, mint_token, upstream_env, wait_until
+from tests.support.gateway import MIB, EchoServer, mint_token, upstream_env, wait_until
 from tests.support.servers import Stack
 
 SERVICES = ("auth", "payments", "admin", "profile")
@@ -192,3 +194,32 @@ def test_rate_limit_exact_across_two_gateways(
         assert logins == [200, 200, 200, 429, 429]
         assert client.post(f"{second}/api/auth/refresh").status_code == 200
         assert client.post(f"{first}/api/auth/register").status_code == 200
+
+
+def test_sigterm_finishes_in_flight_responses(
+    make_stack: Callable[..., Stack], echoes: dict[str, EchoServer]
+) -> None:
+    stack = make_stack(("gateway",), **upstream_env(dict(echoes)), RATE_LIMIT_MAX="100000")
+    stack.start()
+    gateway = stack.services["gateway"]
+    url = stack.url("gateway")
+    token = {"authorization": f"Bearer {mint_token()}"}
+    download = uuid.uuid4().hex
+    received = 0
+    with (
+        httpx.Client(timeout=20) as client,
+        client.stream("GET", f"{url}/api/payments/download/{download}", headers=token) as r,
+    ):
+        assert r.status_code == 200
+        for piece in r.iter_bytes():
+            if received == 0:
+                # mid-response: ask the gateway to stop, then let the upstream finish
+                assert gateway.proc is not None
+                gateway.proc.send_signal(signal.SIGTERM)
+                httpx.post(f"{echoes['payments'].url}/_release/{download}", timeout=5)
+            received += len(piece)
+    assert received == 5 * MIB  # the in-flight response was completed, not cut
+    assert gateway.proc is not None
+    assert gateway.proc.wait(15) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health/live", timeout=2)

@@ -117,10 +117,12 @@ def test_hanging_service_504_within_timeout(
 
 
 def test_several_urls_round_robin_and_failover(
-    make_stack: Callable[..., Stack], echo_factory: Callable[[str], EchoServer]
+    make_stack: Callable[..., Stack],
+    echo_factory: Callable[[str], EchoServer],
+    echoes: dict[str, EchoServer],
 ) -> None:
     servers: dict[str, EchoServer | list[EchoServer]] = {
-        name: echo_factory(name) for name in ("auth", "admin", "profile")
+        name: echoes[name] for name in ("auth", "admin", "profile")
     }
     replicas = [echo_factory("payments-a"), echo_factory("payments-b")]
     servers["payments"] = replicas

@@ -263,7 +263,8 @@ class Proxy:
                     continue
                 append((name.decode("latin-1"), value.decode("latin-1")))
             elif action == _AUTH:
-                authorization = value
+                if authorization is None:  # the first one, as the services read it
+                    authorization = value
                 append(("authorization", value.decode("latin-1")))
             elif action == _LEN:
                 if value != b"0":

@@ -89,6 +89,12 @@ def wrk(url: str, lua: str, seconds: float, concurrency: int, tmp: Path) -> dict
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def lua(method: str, headers: dict[str, str], body: str | None = None) -> str:
     lines = [f'wrk.method = "{method}"']
     for key, value in headers.items():
@@ -227,10 +233,18 @@ def main() -> None:
         # Warm-up (connection pools, prepared statements), then measure.
         for target, script in runs.values():
             wrk(target, script, 1, args.concurrency, tmp)
-        results = {
-            name: wrk(target, script, args.seconds, args.concurrency, tmp)
-            for name, (target, script) in runs.items()
-        }
+        service_pids = {"payments": procs[1].pid, "gateway": procs[2].pid, "raw": procs[3].pid}
+        results = {}
+        for name, (target, script) in runs.items():
+            before = {k: cpu_seconds(v) for k, v in service_pids.items()}
+            result = wrk(target, script, args.seconds, args.concurrency, tmp)
+            total = result["rps"] * args.seconds
+            # CPU milliseconds each server process spent per request of this run.
+            result["cpu_ms_per_req"] = {
+                k: round((cpu_seconds(v) - before[k]) * 1000 / max(total, 1), 3)
+                for k, v in service_pids.items()
+            }
+            results[name] = result
         report = {
             "concurrency": args.concurrency,
             "seconds": args.seconds,
@@ -255,9 +269,10 @@ def main() -> None:
         else:
             print(f"concurrency {args.concurrency}, {args.seconds:.0f} s per run (wrk -t1)")
             for name, r in results.items():
+                cpu = " ".join(f"{k}={v}" for k, v in r["cpu_ms_per_req"].items() if v)
                 print(
-                    f"  {name:15s} {r['rps']:8.0f} req/s  p50 {r['p50']:>8s}  p99 {r['p99']:>8s}"
-                    f"  non-2xx {r['non2xx']}"
+                    f"  {name:18s} {r['rps']:6.0f} req/s  p50 {r['p50']:>8s}  p99 {r['p99']:>8s}"
+                    f"  non-2xx {r['non2xx']}  cpu ms/req {cpu}"
                 )
             for name, value in report["ratios"].items():
                 print(f"  {name:30s} {value:.2f}x")

@@ -44,7 +44,13 @@ log = get_logger("paysys.events.relay")
 # One relay publishes at a time (the others skip, never wait), so the stream gets the rows in
 # `seq` order even with many relays; SKIP LOCKED keeps a straggler from double-publishing.
 RELAY_LOCK_KEY = 0x5041_5953_5953  # "PAYSYS"
-_TURN = text("SELECT pg_try_advisory_xact_lock(:key)")
+# The relay's own commit (marking rows published) may skip the WAL flush wait: if PostgreSQL
+# crashed and lost it, the rows would simply be published again, and consumers deduplicate.
+# (Consumers never do this: their commit must be durable before XACK.)
+_TURN = text(
+    "SELECT pg_try_advisory_xact_lock(:key) AND "
+    "set_config('synchronous_commit', 'off', true) = 'off'"
+)
 _CLAIM = text(
     "SELECT seq, id, type, payload FROM outbox WHERE published_at IS NULL "
     "ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from paysys.core.config import Settings
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, TokenCodec
+from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, TokenCodec
 from tests.support.gateway import EchoServer
 from tests.support.servers import free_port
 
@@ -86,6 +86,16 @@ async def test_revoked_and_expired_tokens_are_refused_at_the_edge(
     assert (await gw.get("/api/profile/echo", headers=bearer(token))).status_code == 200
     await redis.set(REVOKED_JTI_KEY.format(claims["jti"]), "1", ex=60)
     r = await gw.get("/api/profile/echo", headers=bearer(token))
+    assert r.status_code == 401 and r.json()["error"]["code"] == "TOKEN_INVALID"
+
+    # a token of an ended session (DELETE /api/auth/sessions/{id}) is refused too
+    ended_sid = str(uuid.uuid4())
+    session_token, _ = TokenCodec(Settings()).issue_access(
+        user_id=uuid.uuid4(), email="u@example.com", name="U", role="CUSTOMER", sid=ended_sid
+    )
+    assert (await gw.get("/api/profile/echo", headers=bearer(session_token))).status_code == 200
+    await redis.set(REVOKED_SID_KEY.format(ended_sid), "1", ex=60)
+    r = await gw.get("/api/profile/echo", headers=bearer(session_token))
     assert r.status_code == 401 and r.json()["error"]["code"] == "TOKEN_INVALID"
 
     user = uuid.uuid4()

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from paysys.core.logging import get_logger
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, Principal
+from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, Principal
 
 log = get_logger("paysys.gateway.ratelimit")
 
@@ -38,12 +38,14 @@ FAIL_OPEN = Counter(
     "Requests limited by the per-process fallback because Redis could not answer",
 )
 
-# KEYS[1] window key; optional KEYS[2] revoked-jti key, KEYS[3] user not-before key.
+# KEYS[1] window key; optional KEYS[2] revoked-jti key, KEYS[3] user not-before key,
+# KEYS[4] revoked-session key (a token of an ended session).
 # ARGV: limit, window (ms), unique member, token issued-at (ms, with the revocation keys).
 # → {1 admitted | 0 limited | -1 revoked, remaining, ms until the oldest entry leaves}
 SLIDING_WINDOW_LUA = """
-if #KEYS == 3 then
+if #KEYS >= 3 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0, 0} end
+  if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {-1, 0, 0} end
   local nbf = redis.call('GET', KEYS[3])
   if nbf and tonumber(ARGV[4]) < tonumber(nbf) then return {-1, 0, 0} end
 end
@@ -309,6 +311,8 @@ class RateLimiter:
                 REVOKED_JTI_KEY.format(principal.jti),
                 NOT_BEFORE_KEY.format(principal.id),
             ]
+            if principal.sid:
+                keys.append(REVOKED_SID_KEY.format(principal.sid))
             args = [policy.limit, policy.window_ms, member, principal.issued_at_ms]
         try:
             if self.pipe is not None:

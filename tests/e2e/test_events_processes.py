@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY
 
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.outbox import emit
-from paysys.core.events.relay import Relay
 from paysys.core.events.transport import STREAM
 from tests.support.events import (
     Hub,
@@ -84,7 +83,7 @@ async def test_consumer_killed_before_xack_is_redelivered_and_applied_once(
 ) -> None:
     runtime = hub.runtime()
     ids = await hub.emit_many(runtime, 3)
-    assert await Relay(runtime).drain() == 3
+    assert await hub.relay(runtime).drain() == 3
 
     marker, log = tmp_path / "marker", tmp_path / "consumer.log"
     victim = spawn(

@@ -22,7 +22,7 @@ from paysys.core.db import SessionDep
 from paysys.core.events.consumer import Consumer, EventHandlers
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.outbox import emit
-from paysys.core.events.relay import Relay, run_relay
+from paysys.core.events.relay import run_relay
 from paysys.core.events.transport import DEAD_STREAM, STREAM, stream_fields
 from paysys.core.http import create_service_app
 from tests.support.events import (
@@ -56,7 +56,7 @@ def metric(name: str, **labels: str) -> float:
 # -- outbox + relay -----------------------------------------------------------------------
 async def test_rollback_emits_nothing_and_uncommitted_is_invisible(hub: Hub) -> None:
     runtime = hub.runtime()
-    relay = Relay(runtime)
+    relay = hub.relay(runtime)
 
     with contextlib.suppress(RuntimeError):
         async with runtime.sessionmaker() as session, session.begin():
@@ -84,7 +84,7 @@ async def test_relay_publishes_oldest_first_to_stream_and_pubsub(hub: Hub) -> No
     try:
         await pubsub.get_message(timeout=1)  # the psubscribe confirmation
         ids = await hub.emit_many(runtime, 7, per_tx=2)
-        assert await Relay(runtime).drain() == 7
+        assert await hub.relay(runtime).drain() == 7
         assert await hub.stream_ids() == [str(i) for i in ids]
 
         entries = await hub.redis.xrange(STREAM)
@@ -120,7 +120,7 @@ async def test_envelope_on_the_wire_follows_the_contract(hub: Hub) -> None:
             )
     finally:
         context.request_id_var.reset(token)
-    await Relay(runtime).drain()
+    await hub.relay(runtime).drain()
     (_, fields), *_ = await hub.redis.xrange(STREAM)
     import json
 
@@ -143,7 +143,7 @@ async def test_envelope_on_the_wire_follows_the_contract(hub: Hub) -> None:
 
 async def test_relay_keeps_rows_while_redis_is_down(hub: Hub, redis_server: RedisServer) -> None:
     runtime = hub.runtime()
-    relay = Relay(runtime)
+    relay = hub.relay(runtime)
     failures = metric("paysys_events_publish_failures_total")
     ids = await hub.emit_many(runtime, 3)
     redis_server.stop()
@@ -162,12 +162,12 @@ async def test_relay_keeps_rows_while_redis_is_down(hub: Hub, redis_server: Redi
 async def test_relay_wakes_on_notify_without_waiting_for_the_poll(hub: Hub) -> None:
     # Poll every 30 s: only LISTEN/NOTIFY can make delivery prompt.
     runtime = hub.runtime(events_relay_poll_ms=30_000)
-    relay = Relay(runtime)
+    relay = hub.relay(runtime)
     task = asyncio.create_task(relay.run())
     try:
 
         async def listening() -> bool:
-            return relay._listener is not None
+            return relay._conn is not None
 
         await wait_for(listening, 20, message="relay LISTEN connection")
         await asyncio.sleep(0.05)  # let the first (empty) drain finish and the relay wait
@@ -182,12 +182,12 @@ async def test_relay_wakes_on_notify_without_waiting_for_the_poll(hub: Hub) -> N
     finally:
         runtime.stopping.set()
         await asyncio.wait_for(task, 20)
-    assert relay._listener is None
+    assert relay._conn is None
 
 
 async def test_prune_removes_only_old_published_rows(hub: Hub) -> None:
     runtime = hub.runtime(events_outbox_retention_hours=1)
-    relay = Relay(runtime)
+    relay = hub.relay(runtime)
     await hub.emit_many(runtime, 4)
     await relay.drain()
     await hub.emit_many(runtime, 2, start=10)  # still pending
@@ -313,7 +313,7 @@ async def test_events_without_a_handler_are_acknowledged(hub: Hub) -> None:
 async def test_consumer_catches_up_on_events_published_before_it_started(hub: Hub) -> None:
     runtime = hub.runtime()
     ids = await hub.emit_many(runtime, 5)
-    assert await Relay(runtime).drain() == 5  # published while the consumer was away
+    assert await hub.relay(runtime).drain() == 5  # published while the consumer was away
     handlers = recording_handlers("late")
     runtime.start_workers([handlers.run])
 
@@ -450,7 +450,7 @@ async def test_entry_of_a_dead_consumer_is_reclaimed_or_dead_lettered(hub: Hub) 
     already delivered too often goes straight to events.dead."""
     runtime = hub.runtime()
     ids = await hub.emit_many(runtime, 2)
-    await Relay(runtime).drain()
+    await hub.relay(runtime).drain()
     await hub.redis.xgroup_create(STREAM, "orphans", id="0")
     taken = await hub.redis.xreadgroup("orphans", "ghost", {STREAM: ">"}, count=2)
     first_entry = taken[0][1][0][0]
@@ -567,7 +567,7 @@ async def test_tail_prints_live_events_and_status_reports(hub: Hub) -> None:
     await hub.emit_many(runtime, 1)  # config.updated: filtered out
     async with runtime.sessionmaker() as session, session.begin():
         event = await emit(session, "user.deleted", {"userId": str(uuid.uuid4())})
-    await Relay(runtime).drain()
+    await hub.relay(runtime).drain()
     assert await asyncio.wait_for(tail, 20) == 1
     assert EventEnvelope.model_validate_json(out.getvalue()).id == event.id
 
@@ -583,7 +583,7 @@ async def test_tail_prints_live_events_and_status_reports(hub: Hub) -> None:
 async def test_relay_observes_backlog_metric(hub: Hub) -> None:
     runtime = hub.runtime()
     await hub.emit_many(runtime, 3)
-    relay = Relay(runtime)
+    relay = hub.relay(runtime)
     await relay.observe()
     assert metric("paysys_events_outbox_backlog") == 3
     assert metric("paysys_events_outbox_oldest_pending_seconds") >= 0
@@ -632,7 +632,7 @@ async def test_a_failing_event_in_a_batch_does_not_hold_back_the_others(hub: Hub
 
     runtime = hub.runtime(events_claim_idle_ms=100)
     ids = await hub.emit_many(runtime, 5, per_tx=5)
-    await Relay(runtime).drain()  # all five are read as one batch
+    await hub.relay(runtime).drain()  # all five are read as one batch
     runtime.start_workers([handlers.run])
 
     async def dead() -> bool:
@@ -650,7 +650,7 @@ async def test_only_one_relay_publishes_at_a_time(hub: Hub) -> None:
 
     runtime = hub.runtime()
     await hub.emit_many(runtime, 2)
-    relay = Relay(runtime)
+    relay = hub.relay(runtime)
     await hub.conn.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_KEY)  # "another relay"
     try:
         assert await relay.publish_batch() == 0
@@ -668,7 +668,7 @@ async def test_cli_status_and_dead_commands(hub: Hub, monkeypatch: pytest.Monkey
 
     runtime = hub.runtime()
     await hub.emit_many(runtime, 2)
-    await Relay(runtime).drain()
+    await hub.relay(runtime).drain()
     await hub.emit_many(runtime, 1, start=5)  # one still pending
     await hub.redis.xgroup_create(STREAM, "cli", id="0")
     await hub.redis.xadd(

@@ -35,6 +35,7 @@ from paysys.core.db import drop_database, raw_dsn
 from paysys.core.events.consumer import EventHandlers
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.outbox import emit
+from paysys.core.events.relay import Relay
 from paysys.core.runtime import Runtime, Worker
 
 SCHEMA_SQL = """
@@ -169,6 +170,7 @@ class Hub:
     redis: Redis
     conn: asyncpg.Connection
     runtimes: list[Runtime] = field(default_factory=list)
+    relays: list[Relay] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
         values = {**FAST, **overrides}
@@ -180,6 +182,11 @@ class Hub:
         runtime = Runtime.create(self.settings(**overrides))
         self.runtimes.append(runtime)
         return runtime
+
+    def relay(self, runtime: Runtime) -> Relay:
+        relay = Relay(runtime)
+        self.relays.append(relay)
+        return relay
 
     def start(self, workers: list[Worker], **overrides: Any) -> Runtime:
         runtime = self.runtime(**overrides)
@@ -233,6 +240,8 @@ class Hub:
         return [fields["id"] for _, fields in entries]
 
     async def close(self) -> None:
+        for relay in self.relays:
+            await relay.close()
         for runtime in self.runtimes:
             await runtime.close(grace=5)
 

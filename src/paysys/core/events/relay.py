@@ -8,7 +8,8 @@ commit order). A relay that dies after Redis acknowledged but before its commit 
 pending and they are published again: delivery is at least once, consumers deduplicate by id.
 
 It wakes on PostgreSQL `LISTEN paysys_outbox` (emit NOTIFYs at commit) and polls every
-`EVENTS_RELAY_POLL_MS` as a fallback; while Redis is down it backs off exponentially (rows stay
+`EVENTS_RELAY_POLL_MS` as a fallback; it holds exactly one database connection (LISTEN and
+queries share it); while Redis is down it backs off exponentially (rows stay
 in the outbox, requests keep succeeding); published rows older than
 `EVENTS_OUTBOX_RETENTION_HOURS` are pruned.
 """
@@ -22,8 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paysys.core.db import raw_dsn
 from paysys.core.events import metrics
@@ -33,7 +32,6 @@ from paysys.core.events.transport import (
     STREAM,
     Backoff,
     channel,
-    encode,
     stream_fields,
 )
 from paysys.core.logging import get_logger
@@ -47,31 +45,31 @@ RELAY_LOCK_KEY = 0x5041_5953_5953  # "PAYSYS"
 # The relay's own commit (marking rows published) may skip the WAL flush wait: if PostgreSQL
 # crashed and lost it, the rows would simply be published again, and consumers deduplicate.
 # (Consumers never do this: their commit must be durable before XACK.)
-_TURN = text(
-    "SELECT pg_try_advisory_xact_lock(:key) AND "
-    "set_config('synchronous_commit', 'off', true) = 'off'"
+_TURN = (
+    "SELECT pg_try_advisory_xact_lock($1) AND set_config('synchronous_commit', 'off', true) = 'off'"
 )
-_CLAIM = text(
-    "SELECT seq, id, type, payload FROM outbox WHERE published_at IS NULL "
-    "ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
+# payload::text: the envelope JSON as stored, published as is (no decode/encode round trip).
+_CLAIM = (
+    "SELECT seq, id, type, payload::text AS payload FROM outbox WHERE published_at IS NULL "
+    "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
-_MARK = text(
-    "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE seq = ANY(:seqs)"
-)
-_FAILED = text("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ANY(:seqs)")
-_BACKLOG = text("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
-_PRUNE = text(
+_MARK = "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE seq = ANY($1)"
+_FAILED = "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ANY($1)"
+_BACKLOG = "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL"
+_PRUNE = (
     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
-    "WHERE published_at IS NOT NULL AND published_at < :before LIMIT :limit)"
+    "WHERE published_at IS NOT NULL AND published_at < $1 LIMIT $2)"
 )
 PRUNE_CHUNK = 5000
 
 
 class Relay:
+    """One relay = ONE PostgreSQL connection, used both to LISTEN and for its queries (a relay
+    runs in every service process, so its footprint on `max_connections` matters)."""
+
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.runtime = runtime
-        self.engine: AsyncEngine = runtime.engine
         self.redis = runtime.redis
         self.batch = max(1, settings.events_relay_batch)
         self.poll = max(0.01, settings.events_relay_poll_ms / 1000)
@@ -80,10 +78,28 @@ class Relay:
         self.prune_interval = max(1.0, settings.events_prune_interval_seconds)
         self.backoff = Backoff(cap=max(0.05, settings.events_retry_max_ms / 1000))
         self.wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._next_listen = 0.0
+        self._conn: asyncpg.Connection | None = None
         self._next_prune = 0.0
         self._next_observe = 0.0
+
+    async def connection(self) -> asyncpg.Connection:
+        """The relay's connection, (re)opened on demand; LISTENs on the outbox channel."""
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        settings = self.runtime.settings
+        conn = await asyncpg.connect(
+            raw_dsn(settings.database_url),
+            timeout=5,
+            server_settings={"application_name": f"paysys-{settings.service_name}-relay"},
+        )
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        self.wake.set()  # catch anything committed while we were not listening
+        return conn
 
     # -- one batch -------------------------------------------------------------------------
     async def publish_batch(self) -> int:
@@ -91,39 +107,38 @@ class Relay:
 
         Raises a Redis error when Redis did not acknowledge (rows stay pending, `attempts`+1).
         """
-        async with self.engine.connect() as conn:
-            async with conn.begin():
-                if not await conn.scalar(_TURN, {"key": RELAY_LOCK_KEY}):
-                    return 0  # another relay is publishing right now; it drains everything
-                rows = list((await conn.execute(_CLAIM, {"limit": self.batch})).all())
-                if not rows:
-                    return 0
-                try:
-                    await self._send(rows)
-                except REDIS_DOWN:
-                    failed = True
-                else:
-                    failed = False
-                seqs = [row.seq for row in rows]
-                await conn.execute(_FAILED if failed else _MARK, {"seqs": seqs})
-            if failed:
-                metrics.PUBLISH_FAILURES.inc()
-                raise ConnectionError("redis did not acknowledge the outbox batch")
+        conn = await self.connection()
+        async with conn.transaction():
+            if not await conn.fetchval(_TURN, RELAY_LOCK_KEY):
+                return 0  # another relay is publishing right now; it drains everything
+            rows = await conn.fetch(_CLAIM, self.batch)
+            if not rows:
+                return 0
+            try:
+                await self._send(rows)
+            except REDIS_DOWN:
+                failed = True
+            else:
+                failed = False
+            await conn.execute(_FAILED if failed else _MARK, [row["seq"] for row in rows])
+        if failed:
+            metrics.PUBLISH_FAILURES.inc()
+            raise ConnectionError("redis did not acknowledge the outbox batch")
         for row in rows:
-            metrics.PUBLISHED.labels(row.type).inc()
+            metrics.PUBLISHED.labels(row["type"]).inc()
         return len(rows)
 
     async def _send(self, rows: list[Any]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for row in rows:
-                payload = encode(row.payload)
+                payload = row["payload"]
                 pipe.xadd(
                     STREAM,
-                    stream_fields(str(row.id), row.type, payload),  # type: ignore[arg-type]
+                    stream_fields(str(row["id"]), row["type"], payload),  # type: ignore[arg-type]
                     maxlen=self.maxlen,
                     approximate=True,
                 )
-                pipe.publish(channel(row.type), payload)
+                pipe.publish(channel(row["type"]), payload)
             await pipe.execute()
 
     async def drain(self) -> int:
@@ -140,11 +155,11 @@ class Relay:
     async def prune(self, now: datetime | None = None) -> int:
         """Delete published rows older than the retention period (in chunks)."""
         before = (now or datetime.now(UTC)) - self.retention
+        conn = await self.connection()
         total = 0
         while True:
-            async with self.engine.begin() as conn:
-                result = await conn.execute(_PRUNE, {"before": before, "limit": PRUNE_CHUNK})
-            deleted = int(result.rowcount or 0)
+            status = await conn.execute(_PRUNE, before, PRUNE_CHUNK)
+            deleted = int(status.split()[-1])
             total += deleted
             if deleted < PRUNE_CHUNK:
                 break
@@ -154,8 +169,8 @@ class Relay:
         return total
 
     async def observe(self) -> None:
-        async with self.engine.connect() as conn:
-            count, oldest = (await conn.execute(_BACKLOG)).one()
+        conn = await self.connection()
+        count, oldest = await conn.fetchrow(_BACKLOG)
         metrics.OUTBOX_BACKLOG.set(int(count))
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
         metrics.OUTBOX_OLDEST_SECONDS.set(max(0.0, age))
@@ -173,31 +188,11 @@ class Relay:
     def _notified(self, *_: object) -> None:
         self.wake.set()
 
-    async def _ensure_listener(self) -> None:
-        """A dedicated connection LISTENing on the outbox channel (re-opened if lost)."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        if time.monotonic() < self._next_listen:
-            return
-        self._next_listen = time.monotonic() + 5.0
-        try:
-            conn = await asyncpg.connect(
-                raw_dsn(self.runtime.settings.database_url),
-                timeout=5,
-                server_settings={"application_name": "paysys-relay-listen"},
-            )
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            log.warning("relay LISTEN unavailable; polling", error=str(exc))
-            return
-        self._listener = conn
-        self.wake.set()  # catch anything committed while we were not listening
-
-    async def _close_listener(self) -> None:
-        if self._listener is not None:
+    async def close(self) -> None:
+        if self._conn is not None:
             with contextlib.suppress(Exception):
-                await self._listener.close(timeout=2)
-            self._listener = None
+                await self._conn.close(timeout=2)
+            self._conn = None
 
     async def _wait(self, seconds: float) -> None:
         """Until a NOTIFY, the poll interval, or stopping, whichever comes first."""
@@ -217,7 +212,6 @@ class Relay:
         stopping = self.runtime.stopping
         try:
             while not stopping.is_set():
-                await self._ensure_listener()
                 self.wake.clear()
                 try:
                     await self.drain()
@@ -237,7 +231,7 @@ class Relay:
                 self.backoff.reset()
                 await self._wait(self.poll)
         finally:
-            await self._close_listener()
+            await self.close()
             log.info("relay stopped")
 
 

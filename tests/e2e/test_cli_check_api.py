@@ -24,12 +24,24 @@ ENV_BY_SERVICE = {
 
 
 @pytest.fixture(scope="module")
-def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own redis-server: the drill below stops it without touching the run's."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("cli-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def private_stack(
+    tmp_path_factory: pytest.TempPathFactory, private_redis: RedisServer
+) -> Iterator[Stack]:
     """A private stack (generous auth rate limit: these tests log in several times)."""
     env = {k: v for k, v in os.environ.items() if k != "PORT"}
-    stack = Stack.build(
-        env, tmp_path_factory.mktemp("cli-stack"), extra_env={"AUTH_RATE_LIMIT_MAX": "1000"}
-    )
+    extra = {"AUTH_RATE_LIMIT_MAX": "1000", "REDIS_URL": private_redis.url}
+    stack = Stack.build(env, tmp_path_factory.mktemp("cli-stack"), extra_env=extra)
     stack.start()
     try:
         yield stack
@@ -47,7 +59,7 @@ def running(private_stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 def test_check_health_all_one_and_failures(
-    running: Stack, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
+    running: Stack, monkeypatch: pytest.MonkeyPatch, private_redis: RedisServer
 ) -> None:
     result = runner.invoke(app, ["check", "health"])
     assert result.exit_code == 0, result.output
@@ -62,13 +74,13 @@ def test_check_health_all_one_and_failures(
     assert runner.invoke(app, ["check", "health", "nope"]).exit_code == 2
 
     # Redis down: every service answers 503 and names the failing check.
-    redis_server.stop()
+    private_redis.stop()
     try:
         down = runner.invoke(app, ["check", "health", "payments"])
         assert down.exit_code == 1
         assert "not_ready" in down.output and "redis down" in flat(down.output)
     finally:
-        redis_server.start()
+        private_redis.start()
     # ...and they recover by themselves, without a restart.
     wait_for(
         lambda: runner.invoke(app, ["check", "health"]).exit_code == 0, 30, "recovery after Redis"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from paysys.cli.main import app
-from tests.support.cli import flat, wait_for
+from tests.support.cli import PAYSYS, flat, scratch_database, wait_for
 from tests.support.servers import RedisServer, Stack, free_port
 
 runner = CliRunner()
@@ -35,12 +36,27 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 
 
 @pytest.fixture(scope="module")
+def private_db() -> Iterator[str]:
+    """This module's own database, migrated and seeded (the run's database stays untouched)."""
+    with scratch_database("cli_api") as url:
+        setup = subprocess.run(
+            [*PAYSYS, "setup"], env={**os.environ, "DATABASE_URL": url}, capture_output=True
+        )
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        yield url
+
+
+@pytest.fixture(scope="module")
 def private_stack(
-    tmp_path_factory: pytest.TempPathFactory, private_redis: RedisServer
+    tmp_path_factory: pytest.TempPathFactory, private_redis: RedisServer, private_db: str
 ) -> Iterator[Stack]:
     """A private stack (generous auth rate limit: these tests log in several times)."""
     env = {k: v for k, v in os.environ.items() if k != "PORT"}
-    extra = {"AUTH_RATE_LIMIT_MAX": "1000", "REDIS_URL": private_redis.url}
+    extra = {
+        "AUTH_RATE_LIMIT_MAX": "1000",
+        "REDIS_URL": private_redis.url,
+        "DATABASE_URL": private_db,
+    }
     stack = Stack.build(env, tmp_path_factory.mktemp("cli-stack"), extra_env=extra)
     stack.start()
     try:
@@ -54,6 +70,7 @@ def running(private_stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     """The command line finds the stack through the usual variables; a private `.paysys/`."""
     for name, var in ENV_BY_SERVICE.items():
         monkeypatch.setenv(var, private_stack.url(name))
+    monkeypatch.setenv("DATABASE_URL", private_stack.base_env["DATABASE_URL"])
     monkeypatch.setenv("PAYSYS_STATE_DIR", str(tmp_path / ".paysys"))
     return private_stack
 

@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from paysys import SERVICES
-from tests.support.cli import PAYSYS, http_ok, stop_process, wait_for
-from tests.support.servers import free_port
+from tests.support.cli import PAYSYS, http_ok, scratch_database, stop_process, wait_for
+from tests.support.servers import RedisServer, free_port
 
 URL_VARS = {
     "gateway": "GATEWAY_URL",
@@ -70,9 +73,29 @@ class PtyReader:
         return b"".join(self.chunks).decode(errors="replace")
 
 
-def test_dev_runs_all_five_until_ctrl_c(tmp_path: Path) -> None:
+@pytest.fixture
+def private_infra(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A migrated database and a redis-server of its own: the services' background workers
+    (relay, consumers, processor) never compete with the rest of the run."""
+    redis = RedisServer(free_port(), tmp_path / "redis")
+    redis.start()
+    try:
+        with scratch_database("cli_dev") as url:
+            migrate = subprocess.run(
+                [*PAYSYS, "db", "deploy"],
+                env={**os.environ, "DATABASE_URL": url},
+                capture_output=True,
+            )
+            assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+            yield {"DATABASE_URL": url, "REDIS_URL": redis.url}
+    finally:
+        redis.stop()
+
+
+def test_dev_runs_all_five_until_ctrl_c(tmp_path: Path, private_infra: dict[str, str]) -> None:
     ports = {name: free_port() for name in SERVICES}
     env = {k: v for k, v in os.environ.items() if k != "PORT"}
+    env.update(private_infra)
     env.update({URL_VARS[name]: f"http://127.0.0.1:{port}" for name, port in ports.items()})
     env["PAYSYS_STATE_DIR"] = str(tmp_path / ".paysys")
     # Auto-reload watches a private directory here (the shared checkout changes all the time).
@@ -129,9 +152,9 @@ def test_dev_runs_all_five_until_ctrl_c(tmp_path: Path) -> None:
     assert "\x1b[" in text
 
 
-def test_dev_one_service_honours_port(tmp_path: Path) -> None:
+def test_dev_one_service_honours_port(tmp_path: Path, private_infra: dict[str, str]) -> None:
     port = free_port()
-    env = {**os.environ, "PORT": str(port)}
+    env = {**os.environ, **private_infra, "PORT": str(port)}
     log = tmp_path / "auth.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -45,6 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "ENV": "test",
             "LOG_LEVEL": os.environ.get("TEST_LOG_LEVEL", "WARNING"),
             "PROCESSOR_DELAY_MS": "50",
+            # Many service processes share one PostgreSQL in a run: small pools per process.
+            "DB_POOL_SIZE": "4",
+            "DB_MAX_OVERFLOW": "6",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -137,21 +140,10 @@ async def app_client() -> AsyncIterator[AppClientFactory]:
         yield make
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PORT", None)
     return env
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The five services as real processes, shared by the e2e tests of a run."""
-    running = Stack.build(_base_env(), tmp_path_factory.mktemp("stack-logs"))
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
@@ -163,7 +155,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         names: tuple[str, ...] = ("auth", "payments", "admin", "profile", "gateway"),
         **extra_env: str,
     ) -> Stack:
-        new = Stack.build(_base_env(), tmp_path / f"stack{len(built)}", names, extra_env)
+        new = Stack.build(base_env(), tmp_path / f"stack{len(built)}", names, extra_env)
         built.append(new)
         return new
 

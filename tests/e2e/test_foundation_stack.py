@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import httpx
 
-from tests.support.servers import Stack
+from tests.support.servers import RedisServer, Stack, free_port
 
 
 def test_every_service_is_ready(stack: Stack) -> None:
@@ -37,3 +40,31 @@ def test_unknown_route_envelope_over_http(stack: Stack) -> None:
         "message": "Route not found",
         "requestId": "e2e-foundation-1",
     }
+
+
+def test_redis_outage_fails_readiness_then_recovers_without_restart(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """Issue 2: stopping Redis turns /health/ready into 503 naming the failed check; starting
+    it again recovers the running processes by themselves."""
+    redis = RedisServer(free_port(), tmp_path / "redis")
+    redis.start()
+    try:
+        running = make_stack(REDIS_URL=redis.url)
+        running.start()
+        redis.stop()
+        for name in running.services:
+            r = httpx.get(f"{running.url(name)}/health/ready", timeout=10)
+            assert r.status_code == 503, (name, r.text)
+            body = r.json()
+            assert body["data"]["checks"]["redis"]["status"] == "down"
+            assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert "redis" in body["error"]["message"]
+        redis.start()
+        # The first check after Redis is back already passes: stale pooled connections are
+        # replaced at once (no restart, no waiting for a back-off).
+        for name in running.services:
+            r = httpx.get(f"{running.url(name)}/health/ready", timeout=10)
+            assert r.status_code == 200, (name, r.text)
+    finally:
+        redis.stop()

@@ -194,7 +194,6 @@ class BodyLimitMiddleware:
             await send_error(send, 413, "PAYLOAD_TOO_LARGE", "Request body exceeds 1 MiB")
             return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -202,20 +201,11 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    # An HTTPException: the app's HTTPException handler answers the 413 envelope.
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await send_error(send, 413, "PAYLOAD_TOO_LARGE", "Request body exceeds 1 MiB")
+        await self.app(scope, limited_receive, send)
 
 
 class BodyTooLarge(HTTPException):

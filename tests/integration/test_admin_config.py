@@ -9,12 +9,18 @@ from decimal import Decimal
 import pytest
 
 from paysys.core import sysconfig
-from tests.support.admin import admin_and_token, fetch
+from tests.support.admin import admin_and_token, db, fetch
 
 
 @pytest.fixture
 async def client(app_client, clean_state):  # type: ignore[no-untyped-def]
-    return await app_client("admin")
+    yield await app_client("admin")
+    # Limits set here would otherwise refuse later tests' payments (shared run database).
+    conn = await db()
+    try:
+        await conn.execute("DELETE FROM system_config")
+    finally:
+        await conn.close()
 
 
 async def config_events() -> list[dict]:  # type: ignore[type-arg]

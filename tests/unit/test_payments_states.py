@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from paysys.core import querydates
 from paysys.core.errors import AppError
+from paysys.core.timefmt import iso_or_none, iso_z
 from paysys.payments import states
 
 
@@ -38,7 +39,10 @@ def test_query_dates() -> None:
     assert dt == datetime(2026, 1, 31, 8, 0, tzinfo=UTC) + timedelta(microseconds=1)
     assert querydates.parse_start("2026-01-31T10:00:00") == datetime(2026, 1, 31, 10, tzinfo=UTC)
     assert querydates.parse_start("2026-01-31T10:00:00Z").tzinfo is not None
-    assert querydates.iso_z(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"
+    assert iso_z(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"
+    plus_two = timezone(timedelta(hours=2))
+    assert iso_z(datetime(2026, 1, 1, 2, 30, tzinfo=plus_two)) == "2026-01-01T00:30:00.000Z"
+    assert iso_or_none(None) is None
     assert querydates.parse_range(None, None).start is None
     for bad in ("yesterday", "2026-02-30", "2026-01-01T25:00", "x" * 41, "0001-01-01"):
         with pytest.raises(AppError):

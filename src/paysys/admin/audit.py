@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paysys.admin.models import AuditLog
 from paysys.auth.models import User
 from paysys.core.events.envelope import EventEnvelope
+from paysys.core.timefmt import iso_or_none
 
 # The UPPER_SNAKE actions of api-contracts §5, in the contract's order.
 ACTIONS: tuple[str, ...] = (
@@ -164,12 +165,6 @@ async def record_audit(session: AsyncSession, event: EventEnvelope) -> None:
 # --- reads ------------------------------------------------------------------------------------
 
 
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True, slots=True)
 class AuditFilters:
     action: str | None = None
@@ -244,7 +239,7 @@ def audit_json(log: AuditLog, email: str | None, name: str | None) -> dict[str, 
         "userAgent": log.user_agent,
         "correlationId": log.correlation_id,
         "eventId": str(log.event_id),
-        "createdAt": iso(log.created_at),
+        "createdAt": iso_or_none(log.created_at),
     }
 
 

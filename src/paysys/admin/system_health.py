@@ -18,8 +18,8 @@ from sqlalchemy import text
 
 from paysys import __version__
 from paysys.core.config import Settings
-from paysys.core.health import utcnow_iso
 from paysys.core.runtime import Runtime
+from paysys.core.timefmt import utcnow_iso
 
 SERVICE_KEYS = {
     "auth": "authService",

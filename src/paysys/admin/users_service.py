@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.admin.audit import iso
 from paysys.auth.models import User
 from paysys.core.errors import NotFound
+from paysys.core.timefmt import iso_or_none
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def user_json(user: User) -> dict[str, Any]:
     from paysys.auth import users as domain
 
     data = dict(domain.user_json(user))
-    data["deletedAt"] = iso(user.deleted_at)
+    data["deletedAt"] = iso_or_none(user.deleted_at)
     return data
 
 
@@ -107,8 +107,8 @@ async def profile_of(session: AsyncSession, user: User) -> dict[str, Any] | None
         "avatarUrl": profile.avatar_url,
         "bio": profile.bio,
         "preferences": _preferences(profile.preferences),
-        "createdAt": iso(profile.created_at),
-        "updatedAt": iso(profile.updated_at),
+        "createdAt": iso_or_none(profile.created_at),
+        "updatedAt": iso_or_none(profile.updated_at),
     }
 
 

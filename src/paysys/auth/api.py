@@ -10,7 +10,6 @@ from fastapi.security import HTTPBearer
 
 from paysys.auth import service
 from paysys.auth.schemas import (
-    AuthErrorResponse,
     AuthResponse,
     LoginRequest,
     LogoutRequest,
@@ -25,10 +24,11 @@ from paysys.auth.schemas import (
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
 from paysys.core.http import parse_uuid
+from paysys.core.schemas import ErrorEnvelope
 from paysys.core.security import CurrentUser, get_codec
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    "default": {"model": AuthErrorResponse, "description": "Any error, in the error envelope"},
+    "default": {"model": ErrorEnvelope, "description": "Any error, in the error envelope"},
 }
 router = APIRouter(prefix="/api/auth", tags=["auth"], responses=_ERRORS)
 # Only documents the scheme on Bearer routes; `CurrentUser` does the checking.

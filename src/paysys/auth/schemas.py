@@ -7,7 +7,7 @@ checked and lower-cased by the user domain (`paysys.auth.users`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
@@ -108,16 +108,3 @@ TokenPairResponse = _envelope(TokenPairOut, "TokenPairResponse")
 UserResponse = _envelope(UserOut, "UserResponse")
 MessageResponse = _envelope(MessageOut, "MessageResponse")
 SessionsResponse = _envelope(SessionsOut, "SessionsResponse")
-
-
-class ErrorOut(BaseModel):
-    code: str
-    message: str
-    details: Any = None
-    requestId: str | None = None
-
-
-class AuthErrorResponse(BaseModel):
-    model_config = ConfigDict(title="AuthErrorResponse")
-    success: Literal[False]
-    error: ErrorOut

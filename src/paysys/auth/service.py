@@ -36,6 +36,7 @@ from paysys.core.security import (
     token_hash,
     verify_password,
 )
+from paysys.core.timefmt import iso_z
 
 log = get_logger("paysys.auth.service")
 
@@ -445,10 +446,6 @@ async def change_password(
     await session.commit()
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 async def list_sessions(session: AsyncSession, principal: Principal) -> dict[str, Any]:
     rows = (
         await session.execute(
@@ -466,8 +463,8 @@ async def list_sessions(session: AsyncSession, principal: Principal) -> dict[str
         "sessions": [
             {
                 "id": str(row.id),
-                "createdAt": _iso(row.created_at),
-                "lastUsedAt": _iso(row.last_used_at),
+                "createdAt": iso_z(row.created_at),
+                "lastUsedAt": iso_z(row.last_used_at),
                 "userAgent": row.user_agent,
                 "ip": row.ip,
                 "current": str(row.id) == current,

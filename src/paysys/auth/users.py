@@ -41,18 +41,12 @@ from paysys.core.security import (
     revoke_session,
     revoke_user_tokens_before,
 )
+from paysys.core.timefmt import iso_or_none
 
 log = get_logger("paysys.auth.users")
 
 NAME_MAX = 100
 EMAIL_MAX = 254
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO-8601 UTC with `Z` and milliseconds."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -64,8 +58,8 @@ def user_json(user: User) -> dict[str, Any]:
         "role": user.role,
         "isActive": user.is_active,
         "emailVerified": user.email_verified,
-        "createdAt": iso(user.created_at),
-        "updatedAt": iso(user.updated_at),
+        "createdAt": iso_or_none(user.created_at),
+        "updatedAt": iso_or_none(user.updated_at),
     }
 
 

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -16,12 +15,9 @@ from starlette.routing import Route
 from paysys import __version__
 from paysys.core.context import request_id_var
 from paysys.core.metrics import DEPENDENCY_UP
+from paysys.core.timefmt import utcnow_iso
 
 Check = Callable[[], Awaitable[Any]]
-
-
-def utcnow_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def run_check(check: Check, limit: float) -> dict[str, Any]:

@@ -77,8 +77,3 @@ def parse_range(
     if lower is not None and upper is not None and lower >= upper:
         raise ValidationFailed(start_field, f"must not be after {end_field}")
     return DateRange(lower, upper)
-
-
-def iso_z(moment: datetime) -> str:
-    """`2026-01-01T00:00:00.000Z`: ISO-8601 UTC with millisecond precision and `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

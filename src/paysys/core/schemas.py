@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -19,3 +21,18 @@ class ResponseModel(BaseModel):
     """For documenting responses: camelCase aliases, extra fields tolerated."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    requestId: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """The error envelope of api-contracts §1.1, for documenting error responses."""
+
+    model_config = ConfigDict(title="ErrorResponse")
+    success: Literal[False]
+    error: ErrorBody

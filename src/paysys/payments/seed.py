@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paysys.core.events.outbox import emit
 from paysys.core.logging import get_logger
 from paysys.core.money import format_minor, to_minor
-from paysys.core.querydates import iso_z
+from paysys.core.timefmt import iso_z
 
 log = get_logger("paysys.payments.seed")
 NAMESPACE = uuid.UUID("6f0c1f3e-2b7a-4d55-9a51-3d0e1c7a9b10")

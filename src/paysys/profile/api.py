@@ -9,10 +9,10 @@ from fastapi.security import HTTPBearer
 
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
+from paysys.core.schemas import ErrorEnvelope
 from paysys.core.security import CurrentUser
 from paysys.profile import service
 from paysys.profile.schemas import (
-    ErrorEnvelope,
     PreferencesEnvelope,
     PreferencesUpdate,
     ProfileEnvelope,

@@ -134,16 +134,3 @@ class PreferencesEnvelope(BaseModel):
     model_config = ConfigDict(title="PreferencesResponse")
     success: Literal[True]
     data: PreferencesOut
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: Any = None
-    requestId: str | None = None
-
-
-class ErrorEnvelope(BaseModel):
-    model_config = ConfigDict(title="ErrorResponse")
-    success: Literal[False]
-    error: ErrorBody

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paysys.auth.models import User
 from paysys.core.errors import NotFound
 from paysys.core.events.outbox import emit
+from paysys.core.timefmt import iso_z
 from paysys.profile.cache import ProfileCache
 from paysys.profile.models import Profile
 from paysys.profile.schemas import DEFAULT_PREFERENCES, PreferencesUpdate, ProfileUpdate
@@ -28,10 +28,6 @@ WIRE_NAMES = {
     "avatar_url": "avatarUrl",
     "bio": "bio",
 }
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def merge_preferences(stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -108,8 +104,8 @@ def to_json(row: Row[Any]) -> dict[str, Any]:
         "avatarUrl": row.avatar_url,
         "bio": row.bio,
         "preferences": merge_preferences(row.preferences),
-        "createdAt": iso(row.created_at),
-        "updatedAt": iso(row.updated_at),
+        "createdAt": iso_z(row.created_at),
+        "updatedAt": iso_z(row.updated_at),
         "user": {"id": str(row.user_id), "email": row.email, "name": row.name, "role": row.role},
     }
 

@@ -47,6 +47,7 @@ from paysys.core.events.models import ProcessedEvent
 from paysys.core.events.transport import DEAD_STREAM, REDIS_DOWN, STREAM, Backoff
 from paysys.core.logging import get_logger
 from paysys.core.runtime import Runtime
+from paysys.core.timefmt import utcnow_iso
 
 log = get_logger("paysys.events.consumer")
 
@@ -377,7 +378,7 @@ class Consumer:
             "streamId": entry_id,
             "deliveries": str(deliveries),
             "error": error[:2000],
-            "deadAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "deadAt": utcnow_iso(),
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(DEAD_STREAM, dead, maxlen=self.maxlen, approximate=True)

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from paysys.core.timefmt import iso_z
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -29,9 +31,5 @@ class EventEnvelope(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """JSON-ready dict with camelCase keys and `...Z` timestamps."""
         wire = self.model_dump(mode="json", by_alias=True)
-        wire["occurredAt"] = (
-            self.occurred_at.astimezone(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
+        wire["occurredAt"] = iso_z(self.occurred_at)
         return wire

@@ -95,6 +95,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def profile(
+    folder: str | None, run: str, pids: dict[str, int], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every server process for the length of one run (needs `pip install py-spy`)."""
+    if not folder:
+        return []
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            ["py-spy", "record", "--format", "raw", "--rate", "500", "--nonblocking"]
+            + ["-d", str(int(seconds)), "-p", str(pid), "-o", f"{folder}/{run}.{name}.txt"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
 def lua(method: str, headers: dict[str, str], body: str | None = None) -> str:
     lines = [f'wrk.method = "{method}"']
     for key, value in headers.items():
@@ -129,6 +147,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record each run's service processes with py-spy (collapsed stacks) into DIR",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found")
@@ -237,7 +260,10 @@ def main() -> None:
         results = {}
         for name, (target, script) in runs.items():
             before = {k: cpu_seconds(v) for k, v in service_pids.items()}
+            spies = profile(args.profile, name, service_pids, args.seconds)
             result = wrk(target, script, args.seconds, args.concurrency, tmp)
+            for spy in spies:
+                spy.wait()
             total = result["rps"] * args.seconds
             # CPU milliseconds each server process spent per request of this run.
             result["cpu_ms_per_req"] = {

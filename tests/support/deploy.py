@@ -37,6 +37,8 @@ SECRET_VARS = frozenset(
         "REDIS_URL",
         "JWT_ACCESS_SECRET",
         "JWT_REFRESH_SECRET",
+        "JWT_ACCESS_SECRET_PREVIOUS",
+        "JWT_REFRESH_SECRET_PREVIOUS",
         "PSP_WEBHOOK_SECRET",
         "STUDIO_SESSION_SECRET",
     }

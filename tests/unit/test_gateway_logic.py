@@ -10,9 +10,9 @@ import pytest
 
 from paysys.core.config import Settings
 from paysys.core.errors import AppError
-from paysys.core.security import TokenCodec
+from paysys.core.security import TokenCodec, VerifiedTokens
 from paysys.gateway.openapi import OpenAPIAggregator, merge_documents
-from paysys.gateway.proxy import ClientAddress, TokenCache, requires_bearer
+from paysys.gateway.proxy import ClientAddress, requires_bearer
 from paysys.gateway.ratelimit import Decision, LocalLimiter, Policy
 from paysys.gateway.upstreams import (
     CLOSED,
@@ -173,9 +173,9 @@ def test_decision_headers() -> None:
     assert Decision(True, 1, 0, policy).reset_seconds == 0
 
 
-def test_token_cache() -> None:
+def test_verified_tokens_cache() -> None:
     codec = TokenCodec(Settings())
-    cache = TokenCache(codec)
+    cache = VerifiedTokens(codec)
     token, _ = codec.issue_access(
         user_id=uuid.uuid4(), email="a@example.com", name="A", role="ADMIN", sid="s"
     )

@@ -47,7 +47,10 @@ CsvList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused configuration must not print the values (secrets).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     env: Literal["development", "test", "production"] = "development"
     service_name: str = "paysys"
@@ -61,6 +64,9 @@ class Settings(BaseSettings):
 
     jwt_access_secret: str = DEFAULT_ACCESS_SECRET
     jwt_refresh_secret: str = DEFAULT_REFRESH_SECRET
+    # Verify-only secrets accepted during a rotation (comma lists; docs/operations.md §9).
+    jwt_access_secret_previous: CsvList = []
+    jwt_refresh_secret_previous: CsvList = []
     jwt_access_expiry: str = "15m"
     jwt_refresh_expiry: str = "7d"
     jwt_issuer: str = "paysys-auth"
@@ -122,6 +128,8 @@ class Settings(BaseSettings):
         "profile_service_url",
         "cors_origins",
         "trusted_proxies",
+        "jwt_access_secret_previous",
+        "jwt_refresh_secret_previous",
         mode="before",
     )
     @classmethod
@@ -145,17 +153,30 @@ class Settings(BaseSettings):
             "PSP_WEBHOOK_SECRET": self.psp_webhook_secret,
             "STUDIO_SESSION_SECRET": self.studio_session_secret,
         }
-        for name, value in secrets.items():
+        checked = list(secrets.items())
+        checked += [("JWT_ACCESS_SECRET_PREVIOUS", v) for v in self.jwt_access_secret_previous]
+        checked += [("JWT_REFRESH_SECRET_PREVIOUS", v) for v in self.jwt_refresh_secret_previous]
+        for name, value in checked:
             if value in _DEFAULT_SECRETS:
                 problems.append(f"{name} is a development default")
             elif len(value.encode()) < MIN_SECRET_BYTES:
                 problems.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes")
-        if self.jwt_access_secret == self.jwt_refresh_secret:
-            problems.append("JWT_ACCESS_SECRET and JWT_REFRESH_SECRET must differ")
+        # A key that verifies access tokens must never verify refresh tokens, or the reverse.
+        if set(self.access_secrets) & set(self.refresh_secrets):
+            problems.append("JWT access and refresh secrets (current and previous) must differ")
         if problems:
             # Never echo the values themselves: only which variable is wrong.
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    @property
+    def access_secrets(self) -> tuple[str, ...]:
+        """The signing secret first, then the verify-only ones."""
+        return (self.jwt_access_secret, *self.jwt_access_secret_previous)
+
+    @property
+    def refresh_secrets(self) -> tuple[str, ...]:
+        return (self.jwt_refresh_secret, *self.jwt_refresh_secret_previous)
 
     @property
     def access_ttl(self) -> timedelta:

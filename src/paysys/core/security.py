@@ -141,26 +141,31 @@ class TokenCodec:
         token = jwt.encode(claims, self.settings.jwt_refresh_secret, ALGORITHM)
         return token, claims
 
-    def _decode(self, token: str, secret: str, kind: str) -> dict[str, Any]:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                secret,
-                algorithms=[ALGORITHM],
-                audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer,
-                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("TOKEN_EXPIRED", "Token has expired") from None
-        except jwt.PyJWTError:
-            raise Unauthorized("TOKEN_INVALID", "Token is invalid") from None
-        if claims.get("type") != kind:
-            raise Unauthorized("TOKEN_INVALID", "Token is invalid")
-        return claims
+    def _decode(self, token: str, secrets: tuple[str, ...], kind: str) -> dict[str, Any]:
+        """Verify with the signing secret, then with each verify-only one (a rotation)."""
+        for secret in secrets:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    secret,
+                    algorithms=[ALGORITHM],
+                    audience=self.settings.jwt_audience,
+                    issuer=self.settings.jwt_issuer,
+                    options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+                )
+            except jwt.InvalidSignatureError:
+                continue  # maybe signed with a previous secret
+            except jwt.ExpiredSignatureError:
+                raise Unauthorized("TOKEN_EXPIRED", "Token has expired") from None
+            except jwt.PyJWTError:
+                raise Unauthorized("TOKEN_INVALID", "Token is invalid") from None
+            if claims.get("type") != kind:
+                raise Unauthorized("TOKEN_INVALID", "Token is invalid")
+            return claims
+        raise Unauthorized("TOKEN_INVALID", "Token is invalid")
 
     def decode_access(self, token: str) -> Principal:
-        claims = self._decode(token, self.settings.jwt_access_secret, "access")
+        claims = self._decode(token, self.settings.access_secrets, "access")
         try:
             return Principal(
                 id=uuid.UUID(claims["sub"]),
@@ -176,7 +181,7 @@ class TokenCodec:
             raise Unauthorized("TOKEN_INVALID", "Token is invalid") from None
 
     def decode_refresh(self, token: str) -> dict[str, Any]:
-        claims = self._decode(token, self.settings.jwt_refresh_secret, "refresh")
+        claims = self._decode(token, self.settings.refresh_secrets, "refresh")
         if not isinstance(claims.get("fam"), str):
             raise Unauthorized("TOKEN_INVALID", "Token is invalid")
         return claims
@@ -392,16 +397,49 @@ async def db_revocation_fallback(request: Request, principal: Principal) -> bool
     return sid is not None and row.session_revoked is True
 
 
+class VerifiedTokens:
+    """Access tokens already verified in this process, by the exact Authorization header, so a
+    client's next requests skip the JWT signature check (the largest CPU cost of an
+    authenticated request). The token's own expiry is checked on every hit; revocation is
+    not cached (callers check it on every request). Bounded: cleared when full."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, codec: TokenCodec) -> None:
+        self.codec = codec
+        self._cache: dict[str | bytes, Principal] = {}
+
+    def principal(self, authorization: str | bytes | None) -> Principal:
+        if authorization is not None:
+            cached = self._cache.get(authorization)
+            if cached is not None:
+                if cached.expires_at > time.time():
+                    return cached
+                del self._cache[authorization]
+        header = authorization
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        principal = self.codec.decode_access(bearer_token(header))
+        if len(self._cache) >= self.MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[authorization] = principal  # type: ignore[index]
+        return principal
+
+
 def get_codec(request: Request) -> TokenCodec:
-    codec = getattr(request.app.state, "token_codec", None)
-    if codec is None:
-        codec = TokenCodec(request.app.state.settings)
-        request.app.state.token_codec = codec
-    return codec
+    return verified_tokens(request).codec
+
+
+def verified_tokens(request: Request) -> VerifiedTokens:
+    tokens: VerifiedTokens | None = getattr(request.app.state, "verified_tokens", None)
+    if tokens is None:
+        tokens = VerifiedTokens(TokenCodec(request.app.state.settings))
+        request.app.state.verified_tokens = tokens
+    return tokens
 
 
 async def authenticate(request: Request) -> Principal:
-    principal = get_codec(request).decode_access(bearer_token(request.headers.get("authorization")))
+    principal = verified_tokens(request).principal(request.headers.get("authorization"))
     try:
         revoked = await is_revoked(request.app.state.redis, principal)
     except RedisError:

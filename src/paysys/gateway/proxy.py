@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
@@ -27,7 +26,7 @@ from paysys.core.context import request_id_var
 from paysys.core.errors import AppError
 from paysys.core.logging import get_logger
 from paysys.core.middleware import send_error
-from paysys.core.security import Principal, TokenCodec, bearer_token
+from paysys.core.security import Principal, TokenCodec, VerifiedTokens
 from paysys.gateway.ratelimit import RATE_LIMITED, Policy, RateLimiter
 from paysys.gateway.upstreams import ServicePool, Upstream
 
@@ -121,33 +120,6 @@ class _ProxyRequest(ClientRequest):
         return None
 
 
-class TokenCache:
-    """Verified access tokens by their exact text, so a client's next requests skip the JWT
-    signature check (the gateway's largest CPU cost). The token's own expiry is checked on
-    every hit; revocation is checked in Redis on every request regardless. Bounded."""
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self, codec: TokenCodec) -> None:
-        self.codec = codec
-        self._cache: dict[bytes, Principal] = {}
-
-    def principal(self, authorization: bytes | None) -> Principal:
-        if authorization is not None:
-            cached = self._cache.get(authorization)
-            if cached is not None:
-                if cached.expires_at > time.time():
-                    return cached
-                del self._cache[authorization]
-        principal = self.codec.decode_access(
-            bearer_token(authorization.decode("latin-1") if authorization is not None else None)
-        )
-        if len(self._cache) >= self.MAX_ENTRIES:
-            self._cache.clear()
-        self._cache[authorization] = principal  # type: ignore[index]
-        return principal
-
-
 class ClientGone(Exception):
     """The client disconnected while its body was being forwarded."""
 
@@ -196,7 +168,7 @@ class Proxy:
     def __init__(self, settings: Settings, pools: dict[str, ServicePool]) -> None:
         self.settings = settings
         self.pools = pools
-        self.tokens = TokenCache(TokenCodec(settings))
+        self.tokens = VerifiedTokens(TokenCodec(settings))
         self.address = ClientAddress(settings.trusted_proxies)
         self.default_policy = Policy("default", settings.rate_limit_max, settings.rate_limit_window)
         self.auth_policies: dict[str, tuple[str, Policy]] = {}

@@ -15,6 +15,8 @@ umask 077
   echo "REDIS_URL=redis://redis:6379/0"
   echo "JWT_ACCESS_SECRET=$(gen)"
   echo "JWT_REFRESH_SECRET=$(gen)"
+  echo "JWT_ACCESS_SECRET_PREVIOUS="
+  echo "JWT_REFRESH_SECRET_PREVIOUS="
   echo "PSP_WEBHOOK_SECRET=$(gen)"
   echo "STUDIO_SESSION_SECRET=$(gen)"
 } > secrets.env

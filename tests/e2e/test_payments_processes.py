@@ -7,11 +7,13 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support.payments import body, make_user, pg
+from tests.support.servers import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +63,19 @@ async def test_one_key_across_two_processes(make_stack) -> None:
     assert n == 1
 
 
+@pytest.fixture
+def shared_processor_paused(stack: Stack) -> Iterator[None]:
+    """The shared e2e stack's processor (50 ms delay, same database) would take this test's
+    payments before the test's own processor could: its payments service sits this test out."""
+    stack.services["payments"].stop()
+    try:
+        yield
+    finally:
+        stack.start("payments")
+        stack.services["gateway"].wait_ready()  # the gateway sees payments ready again
+
+
+@pytest.mark.usefixtures("shared_processor_paused")
 async def test_processor_over_http_survives_a_kill(make_stack) -> None:
     stack = make_stack(("payments",), PROCESSOR_DELAY_MS="2000", PROCESSOR_LEASE_MS="3000")
     stack.start()

@@ -21,36 +21,18 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
+from bench.support import private_redis, scratch_database
 from paysys.core.config import Settings
-from paysys.core.db import drop_database, raw_dsn
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(port)
+from paysys.core.db import raw_dsn
 
 
 async def _consume(settings: Settings, events: int) -> dict[str, float]:
@@ -156,45 +138,20 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    base = Settings()
-    url = make_url(base.database_url)
-    db_url = url.set(database=f"{url.database}_bench_admin").render_as_string(hide_password=False)
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="paysys-bench-admin-")
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_port(port)
+    with (
+        tempfile.TemporaryDirectory(prefix="paysys-bench-admin-") as workdir,
+        private_redis(Path(workdir)) as redis_url,
+        scratch_database("admin") as db_url,
+    ):
         settings = Settings(
             database_url=db_url,
-            redis_url=f"redis://127.0.0.1:{port}/0",
+            redis_url=redis_url,
             log_level="WARNING",
             events_claim_idle_ms=1000,
         )
         os.environ["LOG_LEVEL"] = "WARNING"
-        from paysys.db import migrate
-
-        asyncio.run(drop_database(db_url))
-        migrate.upgrade(settings)
         consume = asyncio.run(_consume(settings, args.events))
         listing = asyncio.run(_list(settings, args.rows))
-    finally:
-        redis.terminate()
-        redis.wait(10)
-        asyncio.run(drop_database(db_url))
     report = {"consume": consume, "list": listing}
     if args.json:
         print(json.dumps(report))

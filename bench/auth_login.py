@@ -25,10 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,18 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy.engine import make_url
 
+from bench.support import Processes, free_port, private_redis, scratch_database, service_env
 from paysys.core.config import Settings
-from paysys.core.db import drop_database
 
 PASSWORD = "Bench-Password-123!"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -173,64 +162,20 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    base_settings = Settings()
-    url = make_url(base_settings.database_url)
-    db_url = url.set(database=f"{url.database}_bench_auth").render_as_string(hide_password=False)
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("redis-server not found")
-    redis_port, port = free_port(), free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="paysys-bench-auth-"))
-    redis = subprocess.Popen(
-        [
-            redis_bin,
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "ENV": "test",
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "ENV")})
-    settings = Settings()
-    service: subprocess.Popen[bytes] | None = None
-    try:
-        from paysys.db import migrate
-
-        asyncio.run(drop_database(db_url))
-        migrate.upgrade(settings)
-        emails = asyncio.run(seed_users(settings, args.concurrency))
+    with (
+        tempfile.TemporaryDirectory(prefix="paysys-bench-auth-") as workdir,
+        private_redis(Path(workdir)) as redis_url,
+        scratch_database("auth") as db_url,
+        Processes(Path(workdir)) as procs,
+    ):
+        env = service_env(db_url, redis_url, ENV="test")
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "ENV")})
+        emails = asyncio.run(seed_users(Settings(), args.concurrency))
         raw = raw_argon2(3.0)
-        service = subprocess.Popen(
-            [sys.executable, "-m", "paysys.cli.serve", "auth", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(workdir / "auth.log").open("wb"),
-        )
+        port = free_port()
+        procs.serve("auth", port, env)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("auth service did not start") from None
-                time.sleep(0.1)
+        procs.wait_ready("auth", f"{base}/health/live", 30)
         result = asyncio.run(measure(base, emails, args.seconds))
         after = raw_argon2(3.0)  # again, with the service idle: the machine is shared
         raw = {key: (raw[key] + after[key]) / 2 for key in ("single_per_s", "parallel_per_s")} | {
@@ -247,14 +192,6 @@ def main() -> None:
                 "cpus": os.cpu_count(),
             }
         )
-    finally:
-        if service is not None:
-            service.terminate()
-            service.wait(20)
-        redis.terminate()
-        redis.wait(10)
-        asyncio.run(drop_database(db_url))
-        shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=2))
         return

@@ -22,20 +22,20 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
+from bench.support import private_redis, scratch_database
 from paysys.core.config import Settings
-from paysys.core.db import drop_database, raw_dsn
+from paysys.core.db import raw_dsn
 
 TABLE_SQL = """
 CREATE TABLE IF NOT EXISTS bench_applied (
@@ -44,12 +44,6 @@ CREATE TABLE IF NOT EXISTS bench_applied (
     handled_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the worker process ---------------------------------------------------------------------
@@ -237,47 +231,12 @@ class Bench:
         }
 
 
-async def driver(args: argparse.Namespace) -> dict[str, Any]:
-    load_start = round(os.getloadavg()[0], 2)
+async def driver(
+    args: argparse.Namespace, database_url: str, redis_url: str, load_start: float
+) -> dict[str, Any]:
     from paysys.core.runtime import Runtime
-    from paysys.db import migrate
 
-    base = make_url(os.environ.get("DATABASE_URL", Settings().database_url))
-    database_url = base.set(database=f"{base.database}_bench_events").render_as_string(
-        hide_password=False
-    )
-    redis_proc = None
-    redis_url = args.redis_url
-    workdir = Path(tempfile.mkdtemp(prefix="paysys-bench-redis-"))
-    if redis_url is None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("no redis-server binary: pass --redis-url")
-        port = free_port()
-        redis_proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        redis_url = f"redis://127.0.0.1:{port}/0"
-        for _ in range(100):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-    await drop_database(database_url)
     settings = Settings(database_url=database_url, redis_url=redis_url)
-    await asyncio.to_thread(migrate.upgrade, settings, "0001_foundation")
     bench = Bench(database_url, redis_url)
     conn = await asyncpg.connect(raw_dsn(database_url))
     runtime = Runtime.create(settings)
@@ -292,11 +251,6 @@ async def driver(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await runtime.close()
         await conn.close()
-        await drop_database(database_url)
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
     return {
         "load_average_1m_at_start": load_start,
         "baseline": baseline,
@@ -326,7 +280,16 @@ def main() -> None:
     if args.worker:
         asyncio.run(worker_main(relay=not args.no_relay, consumer=not args.no_consumer))
         return
-    result = asyncio.run(driver(args))
+    load_start = round(os.getloadavg()[0], 2)
+    with ExitStack() as stack:
+        redis_url = args.redis_url
+        if redis_url is None:
+            if shutil.which("redis-server") is None:
+                raise SystemExit("no redis-server binary: pass --redis-url")
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="paysys-bench-redis-"))
+            redis_url = stack.enter_context(private_redis(Path(workdir)))
+        database_url = stack.enter_context(scratch_database("events", "0001_foundation"))
+        result = asyncio.run(driver(args, database_url, redis_url, load_start))
     print(json.dumps(result, indent=2))
 
 

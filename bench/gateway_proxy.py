@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +28,20 @@ from pathlib import Path
 from statistics import median
 
 import httpx
-from sqlalchemy.engine import make_url
-from tests.support.servers import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.support import (
+    Processes,
+    cpu_seconds,
+    free_port,
+    latency_ms,
+    private_redis,
+    run_wrk,
+    scratch_database_url,
+    service_env,
+    wait_for_port,
+    wait_http,
+)
+
 PASSWORD = "Bench-Passw0rd!x"
 
 STUB_APP = """
@@ -67,42 +74,6 @@ def which_tools() -> dict[str, str] | None:
         )
         return None
     return tools  # type: ignore[return-value]
-
-
-class Procs:
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 def nginx_conf(workdir: Path, listen: int, upstream: int) -> Path:
@@ -138,24 +109,6 @@ http {{
     return conf
 
 
-_LAT = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
-_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the given processes (and their threads), in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -164,7 +117,7 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def run_wrk(
+def measure(
     wrk: str,
     url: str,
     token: str,
@@ -176,32 +129,15 @@ def run_wrk(
     """One wrk run → req/s, p50/p99 (ms), CPU µs per request of the proxy and the service
     (CPU time does not depend on how busy the shared machine is, unlike req/s)."""
     proxy_before, service_before = cpu_seconds(proxy or []), cpu_seconds(service or [])
-    out = subprocess.run(
-        [
-            wrk,
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    lat = {m.group(1): float(m.group(2)) * _UNIT[m.group(3)] for m in _LAT.finditer(out)}
-    errors = _NON2XX.search(out)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
-    rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    per = 1e6 / max(1, requests)
+    auth = ["-H", f"Authorization: Bearer {token}"]
+    result = run_wrk(url, concurrency, max(1, round(duration)), auth, binary=wrk)
+    if result.non2xx:
+        raise RuntimeError(f"{url}: {result.non2xx} non-2xx responses\n{result.output}")
+    per = 1e6 / max(1, result.requests)
     return {
-        "rps": rps,
-        "p50": lat["50"],
-        "p99": lat["99"],
+        "rps": result.rps,
+        "p50": latency_ms(result.p50),
+        "p99": latency_ms(result.p99),
         "proxy_cpu": (cpu_seconds(proxy or []) - proxy_before) * per,
         "service_cpu": (cpu_seconds(service or []) - service_before) * per,
     }
@@ -218,45 +154,22 @@ def main(argv: list[str] | None = None) -> None:
     if tools is None:
         return
 
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="paysys-bench-gw-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="paysys-bench-gw-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        procs = Procs(workdir)
-        stack.callback(procs.stop)
-        env = {
-            **os.environ,
-            "ENV": "test",
-            "LOG_LEVEL": "WARNING",
-            "BACKGROUND_WORKERS": "false",
-            "RATE_LIMIT_MAX": "1000000000",
-            "PYTHONPATH": str(workdir),
-        }
-        env.pop("PORT", None)
+        redis_url = None
         if shutil.which("redis-server"):
-            redis_port = free_port()
-            procs.start(
-                "redis",
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(workdir),
-                ],
-                env,
-            )
-            wait_for_port(redis_port)
-            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-        base = env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/paysys")
-        url = make_url(base)
-        env["DATABASE_URL"] = url.set(database=f"{url.database}_bench_gateway").render_as_string(
-            hide_password=False
+            redis_url = stack.enter_context(private_redis(workdir))
+        base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/paysys")
+        env = service_env(
+            scratch_database_url("gateway", base),
+            redis_url,
+            ENV="test",
+            BACKGROUND_WORKERS="false",
+            RATE_LIMIT_MAX="1000000000",
+            PYTHONPATH=str(workdir),
         )
+        env.pop("PORT", None)
+        procs = stack.enter_context(Processes(workdir))
 
         service_port, gateway_port, nginx_port = free_port(), free_port(), free_port()
         if args.target == "auth-me":
@@ -264,14 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             from paysys.db import migrate
 
             migrate.upgrade(Settings(_env_file=None, database_url=env["DATABASE_URL"]))  # type: ignore[call-arg]
-            service_cmd = [
-                sys.executable,
-                "-m",
-                "paysys.cli.serve",
-                "auth",
-                "--port",
-                str(service_port),
-            ]
+            service_proc = procs.serve("auth", service_port, env)
         else:
             (workdir / "bench_stub.py").write_text(STUB_APP)
             service_cmd = [
@@ -290,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                 "warning",
                 "--no-access-log",
             ]
-        service_proc = procs.start("service", service_cmd, env)
+            service_proc = procs.start("service", service_cmd, env)
         service = f"http://127.0.0.1:{service_port}"
         wait_http(f"{service}/health/live")
 
@@ -321,11 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             **env,
             **{f"{n}_SERVICE_URL": service for n in ("AUTH", "PAYMENTS", "ADMIN", "PROFILE")},
         }
-        gateway_proc = procs.start(
-            "gateway",
-            [sys.executable, "-m", "paysys.cli.serve", "gateway", "--port", str(gateway_port)],
-            gw_env,
-        )
+        gateway_proc = procs.serve("gateway", gateway_port, gw_env)
         nginx_proc = procs.start(
             "nginx", [tools["nginx"], "-c", str(nginx_conf(workdir, nginx_port, service_port))], env
         )
@@ -345,14 +247,14 @@ def main(argv: list[str] | None = None) -> None:
         for name, target in targets.items():
             r = httpx.get(target, headers={"authorization": f"Bearer {token}"}, timeout=10)
             assert r.status_code == 200, (name, r.status_code, r.text)
-            run_wrk(tools["wrk"], target, token, 4, 1.0)  # warm up pools and caches
+            measure(tools["wrk"], target, token, 4, 1.0)  # warm up pools and caches
 
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
         for _ in range(args.rounds):
             for concurrency in (1, args.concurrency):
                 for name, target in targets.items():
                     results.setdefault((name, concurrency), []).append(
-                        run_wrk(
+                        measure(
                             tools["wrk"],
                             target,
                             token,

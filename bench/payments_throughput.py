@@ -20,79 +20,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
+from bench.support import (
+    Processes,
+    cpu_seconds,
+    free_port,
+    private_redis,
+    run_wrk,
+    scratch_database,
+    service_env,
+    wait_http,
+)
 from paysys.core.config import Settings
-from paysys.core.db import drop_database, raw_dsn
+from paysys.core.db import raw_dsn
 from paysys.core.security import TokenCodec
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def wrk(url: str, lua: str, seconds: float, concurrency: int, tmp: Path) -> dict[str, Any]:
     script = tmp / f"s{uuid.uuid4().hex[:6]}.lua"
     script.write_text(lua)
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{int(seconds)}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    p50 = re.search(r"50%\s+([\d.]+\w+)", out)
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-    return {
-        "rps": rps,
-        "non2xx": int(bad.group(1)) if bad else 0,
-        "p50": p50.group(1) if p50 else "?",
-        "p99": p99.group(1) if p99 else "?",
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    result = run_wrk(url, concurrency, int(seconds), ["-s", str(script)])
+    return {"rps": result.rps, "non2xx": result.non2xx, "p50": result.p50, "p99": result.p99}
 
 
 def profile(
@@ -104,8 +62,10 @@ def profile(
     Path(folder).mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(
-            ["py-spy", "record", "--format", "raw", "--rate", "500", "--nonblocking"]
-            + ["-d", str(int(seconds)), "-p", str(pid), "-o", f"{folder}/{run}.{name}.txt"],
+            [
+                *("py-spy", "record", "--format", "raw", "--rate", "500", "--nonblocking"),
+                *("-d", str(int(seconds)), "-p", str(pid), "-o", f"{folder}/{run}.{name}.txt"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -155,65 +115,28 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found")
-    base = Settings()
-    url = make_url(base.database_url)
-    db_url = url.set(database=f"{url.database}_bench_payments").render_as_string(
-        hide_password=False
-    )
-    tmp = Path(tempfile.mkdtemp(prefix="paysys-bench-pay-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    redis_port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": db_url,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "ENV": "test",
-            "LOG_LEVEL": "WARNING",
-            "PAYMENTS_PROCESSOR": "none",
-            "RATE_LIMIT_MAX": "100000000",
-        }
-    )
-    try:
-        procs.append(
-            subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-                stdout=subprocess.DEVNULL,
-                cwd=tmp,
-            )
+    with (
+        tempfile.TemporaryDirectory(prefix="paysys-bench-pay-") as tmpdir,
+        private_redis(Path(tmpdir)) as redis_url,
+        scratch_database("payments") as db_url,
+        Processes(Path(tmpdir)) as procs,
+    ):
+        tmp = Path(tmpdir)
+        env = service_env(
+            db_url, redis_url, ENV="test", PAYMENTS_PROCESSOR="none", RATE_LIMIT_MAX="100000000"
         )
-        settings = Settings(database_url=db_url)
-        asyncio.run(drop_database(db_url))
-        from paysys.db import migrate
-
-        migrate.upgrade(settings)
-        token, recipient = asyncio.run(seed(raw_dsn(db_url), settings))
+        token, recipient = asyncio.run(seed(raw_dsn(db_url), Settings(database_url=db_url)))
         ports = {name: free_port() for name in ("payments", "gateway", "raw")}
         env["PAYMENTS_SERVICE_URL"] = f"http://127.0.0.1:{ports['payments']}"
+        service_pids = {
+            name: procs.serve(name, ports[name], {**env, "PORT": str(ports[name])}).pid
+            for name in ("payments", "gateway")
+        }
+        raw_args = [sys.executable, "-m", "bench.payments_raw", "--port", str(ports["raw"])]
+        service_pids["raw"] = procs.start("raw", raw_args, env).pid
         for name in ("payments", "gateway"):
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "paysys.cli.serve", name, "--port", str(ports[name])],
-                    env={**env, "PORT": str(ports[name])},
-                    stdout=(tmp / f"{name}.log").open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "bench.payments_raw", "--port", str(ports["raw"])],
-                env=env,
-                stdout=(tmp / "raw.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-        for name in ("payments", "gateway"):
-            try:
-                wait_http(f"http://127.0.0.1:{ports[name]}/health/live")
-            except TimeoutError:
-                print((tmp / f"{name}.log").read_text()[-3000:], file=sys.stderr)
-                raise
-        wait_http(f"http://127.0.0.1:{ports['raw']}/nothing")
+            procs.wait_ready(name, f"http://127.0.0.1:{ports[name]}/health/live", 120)
+        wait_http(f"http://127.0.0.1:{ports['raw']}/nothing", 120)
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         create_body = json.dumps(
             {
@@ -256,10 +179,9 @@ def main() -> None:
         # Warm-up (connection pools, prepared statements), then measure.
         for target, script in runs.values():
             wrk(target, script, 1, args.concurrency, tmp)
-        service_pids = {"payments": procs[1].pid, "gateway": procs[2].pid, "raw": procs[3].pid}
         results = {}
         for name, (target, script) in runs.items():
-            before = {k: cpu_seconds(v) for k, v in service_pids.items()}
+            before = {k: cpu_seconds([v]) for k, v in service_pids.items()}
             spies = profile(args.profile, name, service_pids, args.seconds)
             result = wrk(target, script, args.seconds, args.concurrency, tmp)
             for spy in spies:
@@ -267,7 +189,7 @@ def main() -> None:
             total = result["rps"] * args.seconds
             # CPU milliseconds each server process spent per request of this run.
             result["cpu_ms_per_req"] = {
-                k: round((cpu_seconds(v) - before[k]) * 1000 / max(total, 1), 3)
+                k: round((cpu_seconds([v]) - before[k]) * 1000 / max(total, 1), 3)
                 for k, v in service_pids.items()
             }
             results[name] = result
@@ -302,16 +224,6 @@ def main() -> None:
                 )
             for name, value in report["ratios"].items():
                 print(f"  {name:30s} {value:.2f}x")
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        asyncio.run(drop_database(db_url))
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,30 +27,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import httpx
-from sqlalchemy.engine import make_url
 
+from bench.support import Processes, free_port, private_redis, scratch_database, service_env
 from paysys.core.config import Settings
-from paysys.core.db import drop_database, raw_dsn
+from paysys.core.db import raw_dsn
 from paysys.core.security import TokenCodec
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def _seed(dsn: str, count: int) -> list[tuple[uuid.UUID, str]]:
@@ -131,69 +108,26 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    base_url = make_url(Settings().database_url)
-    db_url = base_url.set(database=f"{base_url.database}_bench_profile")
-    database_url = db_url.render_as_string(hide_password=False)
-    settings = Settings(database_url=database_url)
-    workdir = Path(tempfile.mkdtemp(prefix="paysys-bench-profile-"))
-    redis_port, port = _free_port(), _free_port()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    redis_proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    service: subprocess.Popen[bytes] | None = None
-    try:
-        asyncio.run(drop_database(database_url))
-        from paysys.db import migrate
-
-        migrate.upgrade(settings)
+    with (
+        tempfile.TemporaryDirectory(prefix="paysys-bench-profile-") as workdir,
+        private_redis(Path(workdir)) as redis_url,
+        scratch_database("profile") as database_url,
+        Processes(Path(workdir)) as procs,
+    ):
+        settings = Settings(database_url=database_url)
         users = asyncio.run(_seed(raw_dsn(database_url), args.users))
         codec = TokenCodec(settings)
         tokens = [
             codec.issue_access(user_id=uid, email=email, name="B", role="CUSTOMER", sid="bench")[0]
             for uid, email in users
         ]
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "BACKGROUND_WORKERS": "false",
-            "LOG_LEVEL": "WARNING",
-        }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "paysys.cli.serve", "profile", "--port", str(port)],
-            env=env,
-            stdout=(workdir / "profile.log").open("wb"),
-            stderr=subprocess.STDOUT,
+        port = free_port()
+        procs.serve(
+            "profile", port, service_env(database_url, redis_url, BACKGROUND_WORKERS="false")
         )
         base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_http(f"{base}/health/ready")
-        except TimeoutError:
-            print((workdir / "profile.log").read_text()[-3000:], file=sys.stderr)
-            raise
+        procs.wait_ready("profile", f"{base}/health/ready", 90)
         miss, hit = asyncio.run(_measure(base, redis_url, tokens, args.concurrency))
-    finally:
-        if service is not None:
-            service.terminate()
-            service.wait(20)
-        redis_proc.terminate()
-        redis_proc.wait(10)
-        asyncio.run(drop_database(database_url))
     result = {
         "users": args.users,
         "concurrency": args.concurrency,

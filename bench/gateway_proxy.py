@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             from paysys.core.config import Settings
             from paysys.db import migrate
 
-            migrate.upgrade(Settings(_env_file=None, database_url=env["DATABASE_URL"]))  # type: ignore[call-arg]
+            migrate.upgrade(Settings(_env_file=None, database_url=env["DATABASE_URL"]))
             service_proc = procs.serve("auth", service_port, env)
         else:
             (workdir / "bench_stub.py").write_text(STUB_APP)

@@ -3,7 +3,9 @@
     python -m bench.payments_raw --port N   (DATABASE_URL from the environment)
 
 No framework, no auth, no validation: what one uvicorn worker on this machine can do for a
-one-query endpoint. `POST /raw` inserts a row, `GET /raw/<id>` selects it.
+one-query endpoint. `POST /raw` inserts a row, `GET /raw/<id>` selects it. The same answer
+under `/api/payments[/<id>]`, so a gateway can be put in front of it (the gateway's toll on
+the ceiling, measured beside the real service behind its own gateway).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ CREATE TABLE IF NOT EXISTS bench_raw (
   id uuid PRIMARY KEY, amount bigint NOT NULL, currency char(3) NOT NULL,
   description text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())
 """
+
+
+API_PREFIX = "/api/payments"
 
 
 class RawApp:
@@ -47,6 +52,8 @@ class RawApp:
                     return
         assert self.pool is not None
         path: str = scope["path"]
+        if path.startswith(API_PREFIX):
+            path = "/raw" + path[len(API_PREFIX) :]
         if scope["method"] == "POST" and path == "/raw":
             raw = b""
             more = True

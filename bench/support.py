@@ -120,10 +120,13 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def serve(self, service: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        """Start `python -m paysys.cli.serve <service>`: the service as production runs it."""
+    def serve(
+        self, service: str, port: int, env: dict[str, str], name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `python -m paysys.cli.serve <service>`: the service as production runs it
+        (`name` tells two processes of one service apart in the logs)."""
         args = [sys.executable, "-m", "paysys.cli.serve", service, "--port", str(port)]
-        return self.start(service, args, env)
+        return self.start(name or service, args, env)
 
     def wait_ready(self, name: str, url: str, timeout: float = 60.0) -> None:
         """wait_http, printing the end of `name`'s log when it times out (why it did not start)."""

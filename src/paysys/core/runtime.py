@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -63,7 +63,7 @@ class Runtime:
         _LIVE[id(runtime)] = runtime
         return runtime
 
-    def start_workers(self, workers: list[Worker]) -> None:
+    def start_workers(self, workers: Iterable[Worker]) -> None:
         for worker in workers:
             name = getattr(worker, "__qualname__", repr(worker))
             self.tasks.append(asyncio.create_task(self._supervise(worker), name=name))

@@ -6,6 +6,7 @@ each measures and how to run it alone with other options.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -19,9 +20,20 @@ BENCHMARKS = [
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run_all",
+        description="Run every benchmark once with its defaults (docs/benchmarks.md).",
+    )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="e.g. --only gateway_proxy")
+    args = parser.parse_args(argv)
+    names = {module[0].split(".")[-1] for module in BENCHMARKS}
+    unknown = set(args.only or ()) - names
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {sorted(names)}")
+    chosen = [m for m in BENCHMARKS if not args.only or m[0].split(".")[-1] in args.only]
     failed = []
-    for module in BENCHMARKS:
+    for module in chosen:
         print(f"\n=== python -m {' '.join(module)} ===", flush=True)
         if subprocess.call([sys.executable, "-m", *module]) != 0:
             failed.append(module[0])

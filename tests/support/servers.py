@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,32 @@ SERVICE_PORT_ENV = {
 }
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+# Ports are handed out below the kernel's ephemeral range: a port the kernel picks (bind to 0)
+# may be given to an outgoing connection between our check and the server's bind (seen in CI as
+# "address already in use"); ports outside that range are only ever taken by explicit binds.
+_LOW, _HIGH = _ephemeral_range()
+_PORTS = [port for port in range(20000, 65000) if not _LOW <= port <= _HIGH]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, chosen at random outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

@@ -4,7 +4,6 @@ the simulated processor reporting over HTTP through its own signed webhook, surv
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -12,33 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.payments import body, make_user, pg
+from tests.support.payments import body, make_user, payment_statuses, pg, wait_for_statuses
 from tests.support.servers import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-async def _statuses(ids: list[str]) -> dict[str, str]:
-    async with pg() as conn:
-        rows = await conn.fetch(
-            "SELECT id, status FROM payments WHERE id = ANY($1::uuid[])",
-            [uuid.UUID(i) for i in ids],
-        )
-    return {str(r["id"]): r["status"] for r in rows}
-
-
-async def _wait(
-    ids: list[str], wanted: set[str], *, some: str | None = None, timeout: float = 60.0
-) -> dict[str, str]:
-    """Poll until every payment is in `wanted` (and, with `some`, at least one is in it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        current = await _statuses(ids)
-        values = set(current.values())
-        if len(current) == len(ids) and values <= wanted and (some is None or some in values):
-            return current
-        assert time.monotonic() < deadline, current
-        await asyncio.sleep(0.1)
 
 
 async def test_one_key_across_two_processes(make_stack) -> None:
@@ -92,11 +68,11 @@ async def test_processor_over_http_survives_a_kill(make_stack) -> None:
             ids.append(r.json()["data"]["id"])
     # Kill while at least one payment is mid-flight (claimed, webhook not yet sent); the long
     # delay keeps that window wide even on a loaded CI machine.
-    await _wait(ids, {"processing", "completed", "failed"}, some="processing")
+    await wait_for_statuses(ids, {"processing", "completed", "failed"}, some="processing")
     stack.services["payments"].kill()  # SIGKILL with payments in flight
-    in_flight = [pid for pid, s in (await _statuses(ids)).items() if s == "processing"]
+    in_flight = [pid for pid, s in (await payment_statuses(ids)).items() if s == "processing"]
     stack.start("payments")
-    final = await _wait(ids, {"completed", "failed"})
+    final = await wait_for_statuses(ids, {"completed", "failed"})
     for i, pid in enumerate(ids):
         assert final[pid] == ("failed" if i % 2 else "completed")
     async with pg() as conn:

@@ -13,7 +13,7 @@ import httpx
 
 from paysys.core.config import Settings
 from paysys.payments.app import create_app
-from tests.support.payments import body, make_user, pg
+from tests.support.payments import body, make_user, pg, wait_for_statuses
 
 URL = "/api/payments/webhooks/psp"
 
@@ -35,25 +35,6 @@ async def _start(stack: AsyncExitStack, deliver: bool = True, **overrides) -> ht
     app.state.webhook_sender = sender
     client.sent = sent  # type: ignore[attr-defined]
     return client
-
-
-async def _statuses(ids: list[str]) -> dict[str, str]:
-    async with pg() as conn:
-        rows = await conn.fetch(
-            "SELECT id, status FROM payments WHERE id = ANY($1::uuid[])",
-            [uuid.UUID(i) for i in ids],
-        )
-    return {str(r["id"]): r["status"] for r in rows}
-
-
-async def _wait(ids: list[str], wanted: set[str], timeout: float = 60.0) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = await _statuses(ids)
-        if set(current.values()) <= wanted:
-            return current
-        assert time.monotonic() < deadline, current
-        await asyncio.sleep(0.05)
 
 
 async def _history(ids: list[str]) -> dict[str, list[str]]:
@@ -97,7 +78,7 @@ async def test_processor_completes_and_fails_via_webhook() -> None:
     async with AsyncExitStack() as stack:
         client = await _start(stack)
         ids = await _create(client, 6)
-        final = await _wait(ids, {"completed", "failed"})
+        final = await wait_for_statuses(ids, {"completed", "failed"})
     for i, pid in enumerate(ids):
         assert final[pid] == ("failed" if i % 3 == 0 else "completed")
     history = await _history(ids)
@@ -124,7 +105,7 @@ async def test_restart_with_payments_in_flight_and_two_replicas() -> None:
     async with AsyncExitStack() as first:
         client = await _start(first, deliver=False, processor_delay_ms=50)
         ids = await _create(client, 8)
-        await _wait(ids, {"processing"})
+        await wait_for_statuses(ids, {"processing"})
         # Every payment is claimed and its report is stuck in flight when the process stops.
         deadline = time.monotonic() + 30
         while len(client.sent) < 8:  # type: ignore[attr-defined]
@@ -141,7 +122,7 @@ async def test_restart_with_payments_in_flight_and_two_replicas() -> None:
     async with AsyncExitStack() as second:
         a = await _start(second, processor_delay_ms=100)
         b = await _start(second, processor_delay_ms=100)
-        final = await _wait(ids, {"completed", "failed"})
+        final = await wait_for_statuses(ids, {"completed", "failed"})
         await asyncio.sleep(0.3)  # let any duplicate delivery land before counting
         sent = a.sent + b.sent  # type: ignore[attr-defined]
     assert len(final) == 8
@@ -166,7 +147,7 @@ async def test_crashed_processor_lease_expires_and_is_taken_over() -> None:
     async with AsyncExitStack() as stack:
         await _start(stack, processor_delay_ms=50)
         started = time.monotonic()
-        final = await _wait(ids, {"completed", "failed"})
+        final = await wait_for_statuses(ids, {"completed", "failed"})
         assert time.monotonic() - started >= 0.2  # not before the lease ran out
     assert set(final.values()) <= {"completed", "failed"}
     assert await _outcome_events(ids) == Counter(ids)

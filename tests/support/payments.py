@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -123,3 +125,27 @@ async def events_of(payment_id: str, types: tuple[str, ...] | None = None) -> li
 async def count(sql: str, *args: Any) -> int:
     async with pg() as conn:
         return int(await conn.fetchval(sql, *args))
+
+
+async def payment_statuses(ids: list[str]) -> dict[str, str]:
+    """Payment id → status, straight from the database."""
+    async with pg() as conn:
+        rows = await conn.fetch(
+            "SELECT id, status FROM payments WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids],
+        )
+    return {str(r["id"]): r["status"] for r in rows}
+
+
+async def wait_for_statuses(
+    ids: list[str], wanted: set[str], *, some: str | None = None, timeout: float = 60.0
+) -> dict[str, str]:
+    """Poll until every payment is in `wanted` (and, with `some`, at least one is in it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = await payment_statuses(ids)
+        values = set(current.values())
+        if len(current) == len(ids) and values <= wanted and (some is None or some in values):
+            return current
+        assert time.monotonic() < deadline, current
+        await asyncio.sleep(0.05)

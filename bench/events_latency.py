@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,27 @@ class Bench:
     def stop_worker(proc: subprocess.Popen[str]) -> None:
         proc.terminate()
         proc.wait(20)
+
+    async def timed_drain(
+        self,
+        what: str,
+        count: Callable[[], Awaitable[int]],
+        target: int,
+        *,
+        relay: bool,
+        consumer: bool,
+    ) -> float:
+        """Seconds a fresh worker (relay and/or consumer) takes until `count()` reaches `target`."""
+        proc = self.start_worker(relay=relay, consumer=consumer)
+        start = time.perf_counter()
+        try:
+            while await count() != target:
+                if time.perf_counter() - start > 60:
+                    raise RuntimeError(f"{what} run: not drained after 60 s")
+                await asyncio.sleep(0.01)
+            return time.perf_counter() - start
+        finally:
+            self.stop_worker(proc)
 
     async def emit(self, runtime: Any, count: int, per_tx: int = 1) -> None:
         from paysys.core.events.outbox import emit
@@ -201,27 +223,17 @@ class Bench:
         await redis.aclose()
         await self.emit(runtime, backlog, per_tx=100)
 
-        proc = self.start_worker(relay=True, consumer=False)
-        start = time.perf_counter()
-        try:
-            while await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):
-                if time.perf_counter() - start > 60:
-                    raise RuntimeError("relay run: not drained after 60 s")
-                await asyncio.sleep(0.01)
-            relay_s = time.perf_counter() - start
-        finally:
-            self.stop_worker(proc)
-
-        proc = self.start_worker(relay=False, consumer=True)
-        start = time.perf_counter()
-        try:
-            while await conn.fetchval("SELECT count(*) FROM bench_applied") < backlog:
-                if time.perf_counter() - start > 60:
-                    raise RuntimeError("consumer run: not drained after 60 s")
-                await asyncio.sleep(0.01)
-            consumer_s = time.perf_counter() - start
-        finally:
-            self.stop_worker(proc)
+        unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        relay_s = await self.timed_drain(
+            "relay", lambda: conn.fetchval(unpublished), 0, relay=True, consumer=False
+        )
+        consumer_s = await self.timed_drain(
+            "consumer",
+            lambda: conn.fetchval("SELECT count(*) FROM bench_applied"),
+            backlog,
+            relay=False,
+            consumer=True,
+        )
         return {
             "backlog": backlog,
             "relay_events_per_s": round(backlog / relay_s),

@@ -101,33 +101,11 @@ def _not_found() -> NotFound:
 
 # --- create -------------------------------------------------------------------------------
 
-_USERS_BY_ID = """
-SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted FROM users
-WHERE id = ANY($1::uuid[])
+_COMPLETE_KEY = """
+UPDATE idempotency_keys SET state = 'completed', response_status = 201, response_body = $3,
+       payment_id = $4
+WHERE caller_id = $1 AND key = $2
 """
-_USERS_BY_EMAIL = """
-SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted FROM users
-WHERE id = $1 OR lower(email) = $2
-"""
-
-_INSERT_PAYMENT = f"""
-WITH p AS (
-  INSERT INTO payments (id, sender_id, recipient_id, amount, currency, status, type,
-                        description, metadata, created_at, updated_at)
-  VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8::jsonb, $9, $9)
-), t AS (
-  INSERT INTO payment_transactions (id, payment_id, status, status_message, actor_id, created_at)
-  VALUES ($10, $1, 'pending', 'Payment created', $2, $9)
-), {outbox_cte(11, 12, 13)}
-{{idempotency}}
-{NOTIFY_SELECT}
-"""  # noqa: S608 - fixed SQL; every value is a bound parameter
-_CREATE_WITH_KEY_SQL = _INSERT_PAYMENT.format(
-    idempotency=""", k AS (
-  UPDATE idempotency_keys SET state = 'completed', response_status = 201,
-         response_body = $14, payment_id = $1
-  WHERE caller_id = $2 AND key = $15)"""
-)
 
 _CLAIM_KEY = """
 INSERT INTO idempotency_keys AS k (caller_id, key, fingerprint, state, expires_at)
@@ -163,25 +141,6 @@ def fingerprint(parsed_body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _resolve_parties(conn: Conn, principal: Principal, data: CreateInput) -> tuple[Any, Any]:
-    if data.recipient_id is not None:
-        rows = await conn.fetch(_USERS_BY_ID, [principal.id, data.recipient_id])
-        field, recipient_key = "recipientId", data.recipient_id
-        by_id = {row["id"]: row for row in rows}
-        sender = by_id.get(principal.id)
-        recipient = by_id.get(recipient_key)
-    else:
-        assert data.recipient_email is not None
-        rows = await conn.fetch(_USERS_BY_EMAIL, principal.id, data.recipient_email)
-        field = "recipientEmail"
-        sender = next((row for row in rows if row["id"] == principal.id), None)
-        recipient = next(
-            (row for row in rows if row["email"].lower() == data.recipient_email), None
-        )
-    _check_parties(principal, field, sender, recipient)
-    return sender, recipient
-
-
 def _check_parties(principal: Principal, field: str, sender: Any, recipient: Any) -> None:
     """Rows with id, is_active, deleted (None when absent) → the create rules of §4."""
     if sender is None or not sender["is_active"] or sender["deleted"]:
@@ -209,7 +168,8 @@ async def create_payment(
     if limits is not None:
         check_limits(data, limits)
     if idempotency_key is None:
-        return await _create_in_one_statement(conn, principal, data)
+        _, body = await _insert_payment(conn, principal, data)
+        return Created(201, body, False)
 
     async with conn.transaction():
         # Wait (bounded) for a concurrent request holding the same key: then replay its
@@ -242,16 +202,16 @@ async def create_payment(
                     "A request with this Idempotency-Key is still being processed",
                 )
             return Created(stored["response_status"], stored["response_body"].encode(), True)
-        sender, recipient = await _resolve_parties(conn, principal, data)
-        body, args = _build_create(principal, data, sender, recipient)
-        await conn.execute(_CREATE_WITH_KEY_SQL, *args, body.decode(), idempotency_key)
+        payment_id, body = await _insert_payment(conn, principal, data)
+        await conn.execute(_COMPLETE_KEY, principal.id, idempotency_key, body.decode(), payment_id)
         return Created(201, body, False)
 
 
-# Without an Idempotency-Key a create is ONE statement (one round trip, atomic by itself):
-# look up sender and recipient, insert payment + first history row + outbox event only when the
-# parties pass the rules, and return both users so the caller can tell why nothing was inserted.
-# The event's sender/recipient objects are filled in from the same rows (jsonb_set).
+# A create is ONE statement (one round trip, atomic by itself; with an Idempotency-Key it runs
+# between claiming and completing the key, in their transaction): look up sender and recipient,
+# insert payment + first history row + outbox event only when the parties pass the rules, and
+# return both users so the caller can tell why nothing was inserted. The event's
+# sender/recipient objects are filled in from the same rows (jsonb_set).
 _CREATE_ONE_SQL = f"""
 WITH s AS (
   SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted FROM users WHERE id = $2
@@ -292,7 +252,10 @@ FROM (SELECT 1) AS one LEFT JOIN s ON true LEFT JOIN r ON true
 """  # noqa: S608 - fixed SQL; every value is a bound parameter
 
 
-async def _create_in_one_statement(conn: Conn, principal: Principal, data: CreateInput) -> Created:
+async def _insert_payment(
+    conn: Conn, principal: Principal, data: CreateInput
+) -> tuple[uuid.UUID, bytes]:
+    """Insert the payment (history row, `payment.created`) → its id and the response body."""
     payment_id = uuid.uuid4()
     now = datetime.now(UTC)
     field = "recipientId" if data.recipient_id is not None else "recipientEmail"
@@ -332,7 +295,7 @@ async def _create_in_one_statement(conn: Conn, principal: Principal, data: Creat
         {"id": str(principal.id), "email": row["s_email"], "name": row["s_name"]},
         {"id": str(row["r_id"]), "email": row["r_email"], "name": row["r_name"]},
     )
-    return Created(201, dumps({"success": True, "data": payment}).encode(), False)
+    return payment_id, dumps({"success": True, "data": payment}).encode()
 
 
 def check_limits(data: CreateInput, limits: tuple[Decimal, Decimal]) -> None:
@@ -371,39 +334,6 @@ def _payment_dict(
         "sender": sender,
         "recipient": recipient,
     }
-
-
-def _build_create(
-    principal: Principal, data: CreateInput, sender: Any, recipient: Any
-) -> tuple[bytes, list[Any]]:
-    payment_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    payment = _payment_dict(
-        principal,
-        data,
-        payment_id,
-        now,
-        {"id": str(principal.id), "email": sender["email"], "name": sender["name"]},
-        {"id": str(recipient["id"]), "email": recipient["email"], "name": recipient["name"]},
-    )
-    ids, types, payloads = event_rows([("payment.created", {"payment": payment})], principal.id)
-    body = dumps({"success": True, "data": payment}).encode()
-    args = [
-        payment_id,
-        principal.id,
-        recipient["id"],
-        data.amount,
-        data.currency,
-        data.type,
-        data.description,
-        dumps(data.metadata),
-        now,
-        uuid.uuid4(),
-        ids,
-        types,
-        payloads,
-    ]
-    return body, args
 
 
 # --- read ---------------------------------------------------------------------------------

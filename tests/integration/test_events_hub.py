@@ -759,3 +759,26 @@ async def test_graceful_shutdown_finishes_the_event_in_hand(hub: Hub) -> None:
     await asyncio.wait_for(closing, 30)
     assert await hub.applied("graceful") == {event_id: 1}
     assert await hub.group_pending("graceful") == 0  # committed AND acknowledged before exit
+
+
+async def test_dispatch_many_runs_each_new_event_once(hub: Hub) -> None:
+    """One dedup statement for a batch: an event listed twice, or already processed, runs no
+    handler again."""
+    handlers = EventHandlers("many")
+    ran: list[uuid.UUID] = []
+
+    @handlers.on_any
+    async def note(session: Any, event: EventEnvelope) -> None:
+        ran.append(event.id)
+
+    def config_event(key: str) -> EventEnvelope:
+        return EventEnvelope(type="config.updated", source="test", data={"key": key, "value": 1})
+
+    first, second = config_event("test.a"), config_event("test.b")
+    runtime = hub.runtime()
+    async with runtime.sessionmaker() as session, session.begin():
+        assert await handlers.dispatch(session, first)
+    async with runtime.sessionmaker() as session, session.begin():
+        outcome = await handlers.dispatch_many(session, [first, second, second])
+    assert outcome == [False, True, False]
+    assert ran == [first.id, second.id]

@@ -37,13 +37,11 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from paysys.core.events import metrics
 from paysys.core.events.catalogue import require_known_type
 from paysys.core.events.envelope import EventEnvelope
-from paysys.core.events.models import ProcessedEvent
 from paysys.core.events.transport import DEAD_STREAM, REDIS_DOWN, STREAM, Backoff
 from paysys.core.logging import get_logger
 from paysys.core.runtime import Runtime
@@ -56,6 +54,13 @@ H = TypeVar("H", bound=Handler)
 
 # Bounded so a blocking read never outlives the Redis client's socket timeout (2 s).
 MAX_BLOCK_MS = 1500
+
+
+# Dedup rows for a whole batch in one statement; returns the ids not processed before.
+_CLAIM_MANY = text(
+    "INSERT INTO processed_events (consumer, event_id) "
+    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id"
+)
 
 
 class EventHandlers:
@@ -103,17 +108,24 @@ class EventHandlers:
         Inserts `processed_events (consumer, event_id)` first; returns False (and runs nothing)
         when that row already exists. The caller owns the transaction (begin/commit).
         """
-        inserted = await session.execute(
-            pg_insert(ProcessedEvent)
-            .values(consumer=self.consumer, event_id=event.id)
-            .on_conflict_do_nothing()
-            .returning(ProcessedEvent.event_id)
+        return (await self.dispatch_many(session, [event]))[0]
+
+    async def dispatch_many(self, session: AsyncSession, events: list[EventEnvelope]) -> list[bool]:
+        """`dispatch` for several events in one transaction, with one dedup statement; an
+        event listed twice runs once. Returns, per event, whether it ran."""
+        result = await session.execute(
+            _CLAIM_MANY, {"consumer": self.consumer, "ids": [event.id for event in events]}
         )
-        if inserted.first() is None:
-            return False
-        for handler in self.handlers_for(event.type):
-            await handler(session, event)
-        return True
+        fresh = {row[0] for row in result}
+        applied: list[bool] = []
+        for event in events:
+            run = event.id in fresh
+            if run:
+                fresh.discard(event.id)
+                for handler in self.handlers_for(event.type):
+                    await handler(session, event)
+            applied.append(run)
+        return applied
 
     async def run(self, runtime: Runtime) -> None:
         """The background worker (`create_service_app(..., handlers=...)` starts it)."""
@@ -127,12 +139,6 @@ def consumer_name(group: str) -> str:
 
 
 Entry = tuple[str, dict[str, str] | None]
-
-# Dedup rows for a whole batch in one statement; returns the ids not processed before.
-_CLAIM_MANY = text(
-    "INSERT INTO processed_events (consumer, event_id) "
-    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING RETURNING event_id"
-)
 
 
 @dataclass
@@ -265,20 +271,9 @@ class Consumer:
         return [item.entry_id for item in work if await self._apply_one(item)]
 
     async def _apply_batch(self, work: list[_Work]) -> list[str] | None:
-        outcomes: list[bool] = []
         try:
             async with self.sessionmaker() as session, session.begin():
-                result = await session.execute(
-                    _CLAIM_MANY, {"consumer": self.group, "ids": [w.event.id for w in work]}
-                )
-                fresh = {row[0] for row in result}
-                for item in work:
-                    applied = item.event.id in fresh
-                    if applied:
-                        fresh.discard(item.event.id)  # the same event twice in one batch
-                        for handler in self.handlers.handlers_for(item.event.type):
-                            await handler(session, item.event)
-                    outcomes.append(applied)
+                outcomes = await self.handlers.dispatch_many(session, [w.event for w in work])
         except asyncio.CancelledError:
             raise
         except Exception as exc:

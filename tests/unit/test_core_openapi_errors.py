@@ -48,3 +48,15 @@ def test_service_documents_real_error_statuses() -> None:
 def test_rewrite_handles_documents_without_paths() -> None:
     doc = rewrite_error_responses({"openapi": "3.1.0", "info": {}})
     assert ERROR_SCHEMA_NAME in doc["components"]["schemas"]
+
+
+def test_payment_list_queries_document_exactly_what_the_parser_reads() -> None:
+    """The list query is parsed by hand (parse_list_query), so its OpenAPI parameters are
+    written out once (LIST_QUERY_DOCS); both list routes must show exactly those names."""
+    from paysys.admin.app import create_app as admin_app
+    from paysys.payments.app import create_app as payments_app
+    from paysys.payments.schemas import LIST_PARAMS
+
+    for app, path in ((payments_app(), "/api/payments"), (admin_app(), "/api/admin/payments")):
+        operation = app.openapi()["paths"][path]["get"]
+        assert {p["name"] for p in operation["parameters"]} == set(LIST_PARAMS), path

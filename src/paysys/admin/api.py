@@ -40,7 +40,7 @@ from paysys.core.querydates import parse_range
 from paysys.core.security import AdminUser
 from paysys.payments import service as payments_service
 from paysys.payments.db import connect, dumps
-from paysys.payments.schemas import parse_list_query
+from paysys.payments.schemas import LIST_QUERY_DOCS, parse_list_query
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 log = get_logger("paysys.admin")
@@ -250,47 +250,10 @@ async def delete_user(
 # --- payments (the payments service's own list query, every user's payments) -----------------
 
 
-def _query_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-_TEXT = {"type": "string", "maxLength": 64}
-_PAYMENT_LIST_PARAMS = [
-    _query_param("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
-    _query_param(
-        "limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
-    ),
-    _query_param("sort", {"enum": ["createdAt", "amount", "status"]}, "sort key"),
-    _query_param("order", {"enum": ["asc", "desc"]}, "default desc"),
-    _query_param(
-        "status",
-        {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
-        "payment status",
-    ),
-    _query_param("type", {"enum": ["instant", "scheduled", "recurring"]}, "payment type"),
-    _query_param("currency", _TEXT, "ISO 4217 code"),
-    _query_param("startDate", _TEXT, "ISO-8601 date or date-time (alias fromDate)"),
-    _query_param("endDate", _TEXT, "ISO-8601 date or date-time, a plain date covers the day"),
-    _query_param("fromDate", _TEXT, "alias of startDate"),
-    _query_param("toDate", _TEXT, "alias of endDate"),
-    _query_param("minAmount", _TEXT, "inclusive, validated like amounts"),
-    _query_param("maxAmount", _TEXT, "inclusive, validated like amounts"),
-    _query_param(
-        "q", {"type": "string", "maxLength": 200}, "case-insensitive substring of the description"
-    ),
-]
-
-
 @router.get(
     "/payments",
     summary="All payments (the filters, sorts and pagination of GET /api/payments)",
-    openapi_extra={"parameters": _PAYMENT_LIST_PARAMS},
+    openapi_extra={"parameters": LIST_QUERY_DOCS},
 )
 async def list_payments(request: Request, admin: AdminUser) -> Response:
     query = parse_list_query(request.query_params)

@@ -20,6 +20,7 @@ from paysys.payments import service, webhooks
 from paysys.payments.db import connect, dumps
 from paysys.payments.limits import AmountLimits
 from paysys.payments.schemas import (
+    LIST_QUERY_DOCS,
     CancelInput,
     CreateInput,
     StatusInput,
@@ -118,7 +119,11 @@ async def create_payment(
     )
 
 
-@router.get("", summary="List visible payments (filters, sorts, pagination)")
+@router.get(
+    "",
+    summary="List visible payments (filters, sorts, pagination)",
+    openapi_extra={"parameters": LIST_QUERY_DOCS},
+)
 async def list_payments(request: Request, principal: CurrentUser) -> Response:
     query = parse_list_query(request.query_params)
     async with connect(_engine(request)) as conn:

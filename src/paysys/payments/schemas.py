@@ -287,6 +287,45 @@ def _face(key: str, raw: str) -> tuple[int, int]:
     return whole, frac
 
 
+def _query_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_TEXT = {"type": "string", "maxLength": 64}
+# The list query as OpenAPI parameters (parse_list_query reads them by hand, so FastAPI cannot
+# derive them): payments' own list and admin's list of all payments.
+LIST_QUERY_DOCS = [
+    _query_param("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
+    _query_param(
+        "limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
+    ),
+    _query_param("sort", {"enum": ["createdAt", "amount", "status"]}, "sort key"),
+    _query_param("order", {"enum": ["asc", "desc"]}, "default desc"),
+    _query_param(
+        "status",
+        {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
+        "payment status",
+    ),
+    _query_param("type", {"enum": ["instant", "scheduled", "recurring"]}, "payment type"),
+    _query_param("currency", _TEXT, "ISO 4217 code"),
+    _query_param("startDate", _TEXT, "ISO-8601 date or date-time (alias fromDate)"),
+    _query_param("endDate", _TEXT, "ISO-8601 date or date-time, a plain date covers the day"),
+    _query_param("fromDate", _TEXT, "alias of startDate"),
+    _query_param("toDate", _TEXT, "alias of endDate"),
+    _query_param("minAmount", _TEXT, "inclusive, validated like amounts"),
+    _query_param("maxAmount", _TEXT, "inclusive, validated like amounts"),
+    _query_param(
+        "q", {"type": "string", "maxLength": 200}, "case-insensitive substring of the description"
+    ),
+]
+
+
 def parse_list_query(params: QueryParams, extra: frozenset[str] = frozenset()) -> ListQuery:
     """The payments list query of §1.2/§4 (also used by admin's payments list)."""
     values = _single(params, LIST_PARAMS | extra)

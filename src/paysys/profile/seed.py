@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paysys.auth.models import User
 from paysys.core.events.outbox import emit
 from paysys.profile.models import Profile
-from paysys.profile.service import WIRE_NAMES, changed_paths, ensure_profile, merge_preferences
+from paysys.profile.service import (
+    changed_paths,
+    ensure_profile,
+    field_changes,
+    merge_preferences,
+)
 
 SEED_PROFILES: dict[str, dict[str, Any]] = {
     "admin@example.com": {
@@ -77,9 +82,9 @@ async def seed(session: AsyncSession) -> None:
                 .values(**values, updated_at=func.now())
             )
             # The same event a user's own update emits, so the audit log shows the seed too.
-            changes: dict[str, Any] = {
-                WIRE_NAMES[name]: {"cleared": False} for name in values if name != "preferences"
-            }
+            changes: dict[str, Any] = field_changes(
+                {name: value for name, value in values.items() if name != "preferences"}
+            )
             if "preferences" in values:
                 changes.update(
                     changed_paths(

@@ -65,6 +65,12 @@ def apply_patch(stored: dict[str, Any] | None, patch: dict[str, Any]) -> dict[st
     return result
 
 
+def field_changes(values: dict[str, Any]) -> dict[str, dict[str, bool]]:
+    """The `changes` of `profile.updated` for personal fields: set or cleared, never the values
+    (personal data must not outlive erasure in the audit trail)."""
+    return {WIRE_NAMES[name]: {"cleared": values[name] is None} for name in sorted(values)}
+
+
 def changed_paths(
     before: dict[str, Any], after: dict[str, Any], prefix: str = ""
 ) -> dict[str, dict[str, Any]]:
@@ -195,10 +201,7 @@ async def update_profile(
         "profile.updated",
         {
             "userId": str(user_id),
-            # Values withheld: personal data must not outlive erasure in the audit trail.
-            "changes": {
-                WIRE_NAMES[name]: {"cleared": values[name] is None} for name in sorted(values)
-            },
+            "changes": field_changes(values),
         },
         actor_id=user_id,
     )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import Field, StringConstraints
 
-from paysys.core.schemas import ApiModel, ResponseModel
+from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
 
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -93,18 +93,8 @@ class SessionsOut(ResponseModel):
     sessions: list[SessionOut]
 
 
-def _envelope(model: type[BaseModel], title: str) -> type[BaseModel]:
-    """`{success: true, data: <model>}` for the OpenAPI document."""
-    return create_model(
-        title,
-        __config__=ConfigDict(title=title),
-        success=(Literal[True], ...),
-        data=(model, ...),
-    )
-
-
-AuthResponse = _envelope(AuthOut, "AuthResponse")
-TokenPairResponse = _envelope(TokenPairOut, "TokenPairResponse")
-UserResponse = _envelope(UserOut, "UserResponse")
-MessageResponse = _envelope(MessageOut, "MessageResponse")
-SessionsResponse = _envelope(SessionsOut, "SessionsResponse")
+AuthResponse = success_envelope(AuthOut, "AuthResponse")
+TokenPairResponse = success_envelope(TokenPairOut, "TokenPairResponse")
+UserResponse = success_envelope(UserOut, "UserResponse")
+MessageResponse = success_envelope(MessageOut, "MessageResponse")
+SessionsResponse = success_envelope(SessionsOut, "SessionsResponse")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.alias_generators import to_camel
 
 
@@ -36,3 +36,13 @@ class ErrorEnvelope(BaseModel):
     model_config = ConfigDict(title="ErrorResponse")
     success: Literal[False]
     error: ErrorBody
+
+
+def success_envelope(model: type[BaseModel], title: str) -> type[BaseModel]:
+    """`{success: true, data: <model>}` (api-contracts §1.1), for documenting a 2xx body."""
+    return create_model(
+        title,
+        __config__=ConfigDict(title=title),
+        success=(Literal[True], ...),
+        data=(model, ...),
+    )

@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool
 
-from paysys.core.schemas import ApiModel, ResponseModel
+from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
 from paysys.profile import validation as rules
 
 MAX_ADDRESS = 500
@@ -124,13 +124,5 @@ class ProfileOut(ResponseModel):
     user: ProfileUserOut
 
 
-class ProfileEnvelope(BaseModel):
-    model_config = ConfigDict(title="ProfileResponse")
-    success: Literal[True]
-    data: ProfileOut
-
-
-class PreferencesEnvelope(BaseModel):
-    model_config = ConfigDict(title="PreferencesResponse")
-    success: Literal[True]
-    data: PreferencesOut
+ProfileEnvelope = success_envelope(ProfileOut, "ProfileResponse")
+PreferencesEnvelope = success_envelope(PreferencesOut, "PreferencesResponse")

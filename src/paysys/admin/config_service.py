@@ -13,7 +13,7 @@ from paysys.core import sysconfig
 from paysys.core.errors import AppError, NotFound
 from paysys.core.events.outbox import emit
 from paysys.core.sysconfig import KEYS, ConfigValueError, SystemConfig
-from paysys.core.timefmt import iso_or_none
+from paysys.core.timefmt import iso_z
 
 # Serialises config writers so cross-key rules (min ≤ max) hold under concurrent PUTs.
 _CONFIG_LOCK_ID = 0x5A_C0_F1_6
@@ -27,7 +27,7 @@ def _entry(key: str, row: SystemConfig | None) -> dict[str, Any]:
         "defaultValue": item.default,
         "description": item.description,
         "isDefault": row is None,
-        "updatedAt": iso_or_none(row.updated_at) if row is not None else None,
+        "updatedAt": iso_z(row.updated_at) if row is not None else None,
         "updatedBy": str(row.updated_by) if row is not None and row.updated_by else None,
     }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from paysys.cli.main import app
-from tests.support.cli import PAYSYS, flat, scratch_database, wait_for
+from tests.support.cli import flat, seeded_database, wait_for
 from tests.support.servers import RedisServer, Stack, free_port
 
 runner = CliRunner()
@@ -38,11 +37,7 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 @pytest.fixture(scope="module")
 def private_db() -> Iterator[str]:
     """This module's own database, migrated and seeded (the run's database stays untouched)."""
-    with scratch_database("cli_api") as url:
-        setup = subprocess.run(
-            [*PAYSYS, "setup"], env={**os.environ, "DATABASE_URL": url}, capture_output=True
-        )
-        assert setup.returncode == 0, setup.stdout + setup.stderr
+    with seeded_database("cli_api") as url:
         yield url
 
 

@@ -15,7 +15,7 @@ from paysys.core.config import Settings
 from paysys.core.db import Base
 from paysys.db import studio
 from paysys.db.registry import load_models
-from tests.support.cli import PAYSYS, fetch, flat, http_ok, scratch_database, stop_process, wait_for
+from tests.support.cli import PAYSYS, fetch, flat, http_ok, seeded_database, stop_process, wait_for
 from tests.support.servers import free_port
 
 PASSWORD = "TestPassword123!"
@@ -24,11 +24,7 @@ PASSWORD = "TestPassword123!"
 @pytest.fixture(scope="module")
 def seeded_db() -> Iterator[str]:
     """A scratch database migrated and seeded with `paysys setup` (admin@example.com...)."""
-    with scratch_database("studio") as url:
-        result = subprocess.run(
-            [*PAYSYS, "setup"], env={**os.environ, "DATABASE_URL": url}, capture_output=True
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+    with seeded_database("studio") as url:
         yield url
 
 

@@ -36,6 +36,17 @@ def scratch_database(suffix: str) -> Iterator[str]:
         asyncio.run(drop_database(rendered))
 
 
+@contextmanager
+def seeded_database(suffix: str) -> Iterator[str]:
+    """A scratch database migrated and seeded by `paysys setup` (admin@example.com, ...)."""
+    with scratch_database(suffix) as url:
+        setup = subprocess.run(
+            [*PAYSYS, "setup"], env={**os.environ, "DATABASE_URL": url}, capture_output=True
+        )
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        yield url
+
+
 async def fetch(url: str, sql: str, *args: object) -> object:
     conn = await asyncpg.connect(raw_dsn(url))
     try:

@@ -68,7 +68,12 @@ class Stats:
 
 class Load:
     def __init__(self, gateways: list[str], recipient: support.TestUser, stats: Stats) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        # Idle connections expire well before the gateways' 5 s keep-alive timeout: with
+        # httpx's default (also 5 s) a request can go out on a socket the server is closing
+        # (seen in CI: RemoteProtocolError on one GET of the burst).
+        limits = httpx.Limits(
+            max_connections=64, max_keepalive_connections=32, keepalive_expiry=2.0
+        )
         self.clients = [
             httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) for url in gateways
         ]

@@ -20,6 +20,7 @@ import asyncpg
 import uvicorn
 
 from paysys.core.db import raw_dsn
+from paysys.core.serving import CoalescingHttpToolsProtocol
 
 CREATE = """
 CREATE TABLE IF NOT EXISTS bench_raw (
@@ -102,7 +103,7 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # the services' server protocol (paysys.core.serving)
         log_level="warning",
         access_log=False,
     )

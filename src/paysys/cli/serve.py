@@ -18,6 +18,7 @@ import uvicorn
 import paysys
 from paysys import SERVICES
 from paysys.core.runtime import stop_background_work
+from paysys.core.serving import CoalescingHttpToolsProtocol
 
 PACKAGE_DIR = Path(paysys.__file__).parent
 
@@ -49,7 +50,7 @@ def run(
         "host": host,
         "port": chosen,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": CoalescingHttpToolsProtocol,  # httptools, one send() per response
         "log_level": os.environ.get("UVICORN_LOG_LEVEL", "warning"),
         "access_log": False,
         "proxy_headers": False,  # the gateway decides which X-Forwarded-For to trust

@@ -39,6 +39,10 @@ def test_service_documents_real_error_statuses() -> None:
     assert "default" in read_op
     create_op = doc["paths"]["/api/t"]["post"]["responses"]
     assert create_op["422"]["description"] == "IDEMPOTENCY_KEY_REUSED"  # a route's own 422 stays
+    # ...and, documented by description only, it is given the envelope as its schema
+    assert create_op["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        ERROR_SCHEMA_NAME
+    )
     assert "default" in create_op
     schemas = doc["components"]["schemas"]
     assert ERROR_SCHEMA_NAME in schemas

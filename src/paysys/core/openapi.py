@@ -5,7 +5,8 @@ with 400 `VALIDATION_ERROR` in the envelope of api-contracts §1.1. This rewrite
 phantom 422 with the real 400 and gives every operation a `default` response in the error
 envelope (each error status of §1.4 — 401, 403, 404, 409, 413, 423, 503, … — comes in that
 same shape), so clients and contract tests see the truth. A 422 a route documents itself
-(e.g. IDEMPOTENCY_KEY_REUSED) is kept.
+(e.g. IDEMPOTENCY_KEY_REUSED) is kept, and an error status a route documents by description
+only gets the envelope as its schema.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": dict(_REF)}}}
 
 
+def _schema_of(response: dict[str, Any]) -> Any:
+    return (response.get("content") or {}).get("application/json", {}).get("schema")
+
+
 def rewrite_error_responses(doc: dict[str, Any]) -> dict[str, Any]:
     """Apply the rewrite to an OpenAPI document (in place; returned for convenience)."""
     for path_item in (doc.get("paths") or {}).values():
@@ -58,6 +63,10 @@ def rewrite_error_responses(doc: dict[str, Any]) -> dict[str, Any]:
             responses.setdefault(
                 "default", _error_response("Any error, in the envelope of api-contracts §1.1")
             )
+            for status, response in responses.items():
+                # An error a route documents by description only is still an envelope.
+                if status[:1] in "45" and not _schema_of(response):
+                    response["content"] = {"application/json": {"schema": dict(_REF)}}
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault(ERROR_SCHEMA_NAME, ERROR_SCHEMA)
     if _FASTAPI_422 not in str(doc.get("paths")):

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError as PydanticValidationError
 
@@ -15,7 +15,8 @@ from paysys.core.envelope import ok, page_of
 from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.http import parse_uuid
 from paysys.core.querydates import DateRange, parse_end, parse_start
-from paysys.core.security import CurrentUser, Principal, require_role
+from paysys.core.routing import path_parameter, plain_route
+from paysys.core.security import CurrentUser, Principal, authenticate, require_role
 from paysys.payments import service, webhooks
 from paysys.payments.db import connect, dumps
 from paysys.payments.limits import AmountLimits
@@ -72,29 +73,43 @@ def _parse_json(raw: bytes) -> Any:
 _CREATE_SCHEMA = CreateInput.model_json_schema(by_alias=True)
 
 
-@router.post(
+VALIDATION_RESPONSE = {400: {"description": "VALIDATION_ERROR or INVALID_JSON"}}
+IDEMPOTENCY_KEY_DOC = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1-255 characters",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+}
+PAYMENT_ID_DOC = path_parameter("payment_id", "The payment's id", format="uuid")
+
+# The hot paths (create, list, get) are plain routes (core.routing): no per-request dependency
+# solving; each endpoint authenticates and parses for itself.
+
+
+@plain_route(
+    router,
     "",
+    "POST",
     status_code=201,
     summary="Create a payment (idempotent with Idempotency-Key)",
     openapi_extra={
+        "parameters": [IDEMPOTENCY_KEY_DOC],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _CREATE_SCHEMA}},
-        }
+        },
     },
     responses={
         201: {"description": "The payment (`Idempotent-Replayed: true` on a replay)"},
+        **VALIDATION_RESPONSE,
         409: {"description": "IDEMPOTENCY_IN_PROGRESS"},
         422: {"description": "IDEMPOTENCY_KEY_REUSED"},
     },
 )
-async def create_payment(
-    request: Request,
-    principal: CurrentUser,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", description="1-255 characters")
-    ] = None,
-) -> Response:
+async def create_payment(request: Request) -> Response:
+    principal = await authenticate(request)
+    idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None:
         idempotency_key = idempotency_key.strip()
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
@@ -119,12 +134,16 @@ async def create_payment(
     )
 
 
-@router.get(
+@plain_route(
+    router,
     "",
+    "GET",
     summary="List visible payments (filters, sorts, pagination)",
     openapi_extra={"parameters": LIST_QUERY_DOCS},
+    responses=VALIDATION_RESPONSE,
 )
-async def list_payments(request: Request, principal: CurrentUser) -> Response:
+async def list_payments(request: Request) -> Response:
+    principal = await authenticate(request)
     query = parse_list_query(request.query_params)
     async with connect(_engine(request)) as conn:
         items, total = await service.list_payments(conn, query, principal)
@@ -181,9 +200,16 @@ async def psp_webhook(request: Request) -> Response:
     return json_response({"received": True})
 
 
-@router.get("/{payment_id}", summary="A payment with its history (oldest first)")
-async def get_payment(payment_id: str, request: Request, principal: CurrentUser) -> Response:
-    pid = parse_uuid(payment_id, "PAYMENT_NOT_FOUND", "Payment not found")
+@plain_route(
+    router,
+    "/{payment_id}",
+    "GET",
+    summary="A payment with its history (oldest first)",
+    openapi_extra={"parameters": [PAYMENT_ID_DOC]},
+)
+async def get_payment(request: Request) -> Response:
+    principal = await authenticate(request)
+    pid = parse_uuid(request.path_params["payment_id"], "PAYMENT_NOT_FOUND", "Payment not found")
     async with connect(_engine(request)) as conn:
         data = await service.get_payment(conn, principal, pid)
     return json_response(data)

@@ -1,0 +1,54 @@
+"""Plain routes: the hot paths, documented by FastAPI, served without its per-request machinery.
+
+A FastAPI route resolves its dependencies, validates its parameters and serialises its answer
+on every request; for a one-query endpoint that machinery costs more CPU than the work itself
+(docs/benchmarks.md: ~110 µs of ~530 µs per payments GET). A plain route keeps what FastAPI
+gives at build time (the OpenAPI operation: summary, responses, `openapi_extra`) and at run
+time calls the endpoint with the `Request` alone: the endpoint authenticates and parses for
+itself, and returns a `Response`. Errors it raises take the usual path (`AppError` → the one
+handler in `core.http`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+PlainEndpoint = Callable[[Request], Awaitable[Response]]
+E = TypeVar("E", bound=PlainEndpoint)
+
+
+class PlainRoute(APIRoute):
+    """An APIRoute whose endpoint is called as `await endpoint(request)`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
+
+
+def plain_route(router: APIRouter, path: str, method: str, **options: Any) -> Callable[[E], E]:
+    """Register `endpoint(request) -> Response` on `router` as a PlainRoute, in the router's
+    order (a plain `/{id}` registered after `/reports` still lets `/reports` match first)."""
+
+    def register(endpoint: E) -> E:
+        router.add_api_route(
+            path, endpoint, methods=[method], route_class_override=PlainRoute, **options
+        )
+        return endpoint
+
+    return register
+
+
+def path_parameter(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    """The OpenAPI parameter of a path segment a plain endpoint reads itself."""
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }

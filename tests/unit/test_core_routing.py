@@ -1,0 +1,74 @@
+"""core.routing: plain routes are documented like FastAPI routes and served without DI."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from paysys.core.config import Settings
+from paysys.core.errors import NotFound
+from paysys.core.http import create_service_app
+from paysys.core.routing import PlainRoute, path_parameter, plain_route
+
+router = APIRouter(prefix="/api/t")
+calls: list[str] = []
+
+
+@router.get("/special", summary="A fixed path registered before the plain /{item_id}")
+async def special() -> dict[str, str]:
+    return {"route": "special"}
+
+
+@plain_route(
+    router,
+    "/{item_id}",
+    "GET",
+    summary="Read one item",
+    openapi_extra={"parameters": [path_parameter("item_id", "The item", format="uuid")]},
+    responses={404: {"description": "NOT_FOUND"}},
+)
+async def read(request: Request) -> Response:
+    calls.append(type(request).__name__)
+    item_id = request.path_params["item_id"]
+    if item_id == "missing":
+        raise NotFound("NOT_FOUND", "Item not found")
+    return JSONResponse({"id": item_id, "q": request.query_params.get("q")})
+
+
+def test_plain_route_is_documented_from_its_options() -> None:
+    doc = create_service_app("t", [router], settings=Settings(background_workers=False)).openapi()
+    operation = doc["paths"]["/api/t/{item_id}"]["get"]
+    assert operation["summary"] == "Read one item"
+    assert operation["parameters"] == [
+        {
+            "name": "item_id",
+            "in": "path",
+            "required": True,
+            "description": "The item",
+            "schema": {"type": "string", "format": "uuid"},
+        }
+    ]
+    assert operation["responses"]["404"]["content"]["application/json"]["schema"]["$ref"]
+    assert "400" not in operation["responses"]  # no FastAPI validation behind it
+
+
+async def test_plain_route_gets_the_request_and_errors_keep_their_envelope() -> None:
+    service = create_service_app("t", [router], settings=Settings(background_workers=False))
+    plain = [route for route in router.routes if isinstance(route, PlainRoute)]
+    assert [route.path for route in plain] == ["/api/t/{item_id}"]
+    assert plain[0].get_route_handler() is read  # the endpoint itself: no dependency solving
+    transport = httpx.ASGITransport(app=service)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        calls.clear()
+        found = await client.get("/api/t/abc", params={"q": "x"})
+        assert found.status_code == 200 and found.json() == {"id": "abc", "q": "x"}
+        assert calls == ["Request"]
+        missing = await client.get("/api/t/missing")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["message"] == "Item not found"
+        assert missing.headers["x-request-id"]  # through the service's middleware stack
+        # Registration order is kept: the fixed path declared first still wins.
+        assert (await client.get("/api/t/special")).json() == {"route": "special"}
+        assert (await client.post("/api/t/abc")).status_code == 405

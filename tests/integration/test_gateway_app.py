@@ -267,7 +267,10 @@ async def test_trusted_proxy_client_address(app_client: Any, echo: EchoServer, r
 
 
 async def test_redis_pipe_script_reload_select_and_timeouts(redis: Any) -> None:
-    from paysys.gateway.ratelimit import Policy, RateLimiter, RedisPipe
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from paysys.core.redis import RedisPipe
+    from paysys.gateway.ratelimit import Policy, RateLimiter
 
     url = Settings().redis_url.rsplit("/", 1)[0] + "/3"
     limiter = RateLimiter(Redis.from_url(url), url=url)
@@ -293,7 +296,7 @@ async def test_redis_pipe_script_reload_select_and_timeouts(redis: Any) -> None:
     port = server.sockets[0].getsockname()[1]
     pipe = RedisPipe(f"redis://user:pw@127.0.0.1:{port}/0", timeout=0.3)
     started = time.perf_counter()
-    with pytest.raises(ConnectionError):
+    with pytest.raises(RedisConnectionError):
         await pipe.call(b"PING")  # AUTH never answered
     assert time.perf_counter() - started < 2
     pipe.close()

@@ -165,6 +165,7 @@ def create_service_app(
         app.state.runtime = runtime
         app.state.sessionmaker = runtime.sessionmaker
         app.state.redis = runtime.redis
+        app.state.redis_pipe = runtime.pipe
         if settings.background_workers:
             runtime.start_workers(all_workers)
         try:

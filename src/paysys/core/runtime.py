@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from paysys.core.config import Settings
 from paysys.core.db import create_engine, create_sessionmaker
 from paysys.core.logging import get_logger
-from paysys.core.redis import create_redis
+from paysys.core.redis import RedisPipe, create_pipe, create_redis
 
 log = get_logger("paysys.runtime")
 
@@ -50,6 +50,9 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis
+    # The services' per-request revocation check (core.security.authenticate); None for
+    # rediss:// or unix-socket URLs, where redis-py answers instead.
+    pipe: RedisPipe | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = field(default=False, repr=False)
@@ -58,7 +61,11 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         engine = create_engine(settings)
         runtime = cls(
-            settings, engine, create_sessionmaker(engine), create_redis(settings.redis_url)
+            settings,
+            engine,
+            create_sessionmaker(engine),
+            create_redis(settings.redis_url),
+            create_pipe(settings.redis_url),
         )
         _LIVE[id(runtime)] = runtime
         return runtime
@@ -115,6 +122,8 @@ class Runtime:
                     workers=sorted(t.get_name() for t in pending),
                     grace=grace,
                 )
+        if self.pipe is not None:
+            self.pipe.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         with contextlib.suppress(Exception):

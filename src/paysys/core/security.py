@@ -38,6 +38,7 @@ from sqlalchemy import text
 from paysys.core.config import Settings
 from paysys.core.errors import AppError, Forbidden, Unauthorized
 from paysys.core.logging import get_logger
+from paysys.core.redis import RedisPipe
 
 ALGORITHM = "HS256"
 ROLES = ("CUSTOMER", "VENDOR", "ADMIN")
@@ -345,12 +346,15 @@ async def revoke_user_tokens_before(redis: Redis, user_id: uuid.UUID, at_ms: int
     await redis.eval(_SET_MAX_LUA, 1, NOT_BEFORE_KEY.format(user_id), str(at_ms), str(max(1, ttl)))
 
 
-async def is_revoked(redis: Redis, principal: Principal) -> bool:
+async def is_revoked(redis: Redis | RedisPipe, principal: Principal) -> bool:
     """One round trip. Raises RedisError when Redis is unreachable (the caller decides)."""
     keys = [REVOKED_JTI_KEY.format(principal.jti), NOT_BEFORE_KEY.format(principal.id)]
     if principal.sid:
         keys.append(REVOKED_SID_KEY.format(principal.sid))
-    marks = await redis.mget(keys)
+    if isinstance(redis, RedisPipe):
+        marks = await redis.call(b"MGET", *keys)
+    else:
+        marks = await redis.mget(keys)
     if marks[0] is not None or (len(marks) > 2 and marks[2] is not None):
         return True
     not_before = marks[1]
@@ -440,8 +444,9 @@ def verified_tokens(request: Request) -> VerifiedTokens:
 
 async def authenticate(request: Request) -> Principal:
     principal = verified_tokens(request).principal(request.headers.get("authorization"))
+    state = request.app.state
     try:
-        revoked = await is_revoked(request.app.state.redis, principal)
+        revoked = await is_revoked(getattr(state, "redis_pipe", None) or state.redis, principal)
     except RedisError:
         fallback: RevocationFallback | None = getattr(
             request.app.state, "revocation_fallback", None

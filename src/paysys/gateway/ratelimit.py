@@ -12,7 +12,6 @@ and leaves revocation to the services, which check again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import os
@@ -20,14 +19,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from paysys.core.logging import get_logger
+from paysys.core.redis import RedisPipe, create_pipe
 from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, Principal
 
 log = get_logger("paysys.gateway.ratelimit")
@@ -143,136 +142,6 @@ class LocalLimiter:
         return Decision(allowed, remaining, int(reset * 1000), policy)
 
 
-class RedisPipe(asyncio.Protocol):
-    """One pipelined RESP connection for the hot path: each request writes its EVALSHA and
-    awaits its reply in order (hiredis parses). Many requests share the socket with no pool
-    checkout per command: a fraction of redis-py's per-command CPU. Any failure (connect,
-    lost connection, no reply within `timeout`) raises ConnectionError to the caller."""
-
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
-        parsed = urlsplit(url)
-        if parsed.scheme != "redis":
-            raise ValueError("only redis:// URLs")
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 6379
-        self.password = unquote(parsed.password) if parsed.password else None
-        self.username = unquote(parsed.username) if parsed.username else None
-        path = parsed.path.strip("/")
-        self.db = int(path) if path else 0
-        self.timeout = timeout
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
-        self.transport: asyncio.Transport | None = None
-        self._reader: Any = None
-        self._lock = asyncio.Lock()
-        self._watch: asyncio.TimerHandle | None = None
-
-    # asyncio.Protocol -----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        pending = self.pending
-        while True:
-            reply = reader.gets()
-            if reply is False:
-                return
-            future, _ = pending.popleft()
-            if not future.done():
-                future.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        error = ConnectionError("Redis connection lost")
-        while self.pending:
-            future, _ = self.pending.popleft()
-            if not future.done():
-                future.set_exception(error)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def pause_writing(self) -> None:  # pragma: no cover - tiny commands
-        pass
-
-    def resume_writing(self) -> None:  # pragma: no cover
-        pass
-
-    # client -----------------------------------------------------------------------------
-    async def _connect(self) -> None:
-        async with self._lock:
-            if self.transport is not None:
-                return
-            import hiredis
-
-            loop = asyncio.get_running_loop()
-            self._reader = hiredis.Reader()
-            await asyncio.wait_for(
-                loop.create_connection(lambda: self, self.host, self.port), self.timeout
-            )
-            if self.password is not None:
-                auth: list[str | int | bytes] = (
-                    [b"AUTH", self.password]
-                    if self.username is None
-                    else [b"AUTH", self.username, self.password]
-                )
-                await self._send(*auth)
-            if self.db:
-                await self._send(b"SELECT", self.db)
-
-    def _check(self) -> None:
-        self._watch = None
-        if not self.pending:
-            return
-        now = time.monotonic()
-        oldest = self.pending[0][1]
-        if now - oldest >= self.timeout:
-            if self.transport is not None:
-                self.transport.abort()  # → connection_lost fails every pending call
-            else:  # pragma: no cover
-                self.connection_lost(None)
-            return
-        self._watch = asyncio.get_running_loop().call_later(
-            self.timeout - (now - oldest), self._check
-        )
-
-    def _send(self, *args: str | int | bytes) -> asyncio.Future[Any]:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionError("Redis not connected")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((future, time.monotonic()))
-        transport.write(_pack(args))
-        if self._watch is None:
-            self._watch = loop.call_later(self.timeout, self._check)
-        return future
-
-    async def call(self, *args: str | int | bytes) -> Any:
-        if self.transport is None:
-            await self._connect()
-        reply = await self._send(*args)
-        if isinstance(reply, Exception):
-            raise RedisError(str(reply))
-        return reply
-
-    def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-        if self.transport is not None:
-            self.transport.close()
-
-
-def _pack(args: tuple[str | int | bytes, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
 class RateLimiter:
     """Redis sliding-window limits with a local fail-open fallback."""
 
@@ -285,12 +154,7 @@ class RateLimiter:
         self.prefix = prefix
         self.script = redis.register_script(SLIDING_WINDOW_LUA)
         self.sha = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=False).hexdigest()
-        self.pipe: RedisPipe | None = None
-        if url is not None:
-            try:
-                self.pipe = RedisPipe(url)
-            except ValueError:  # rediss:// or unix sockets: redis-py handles those
-                self.pipe = None
+        self.pipe: RedisPipe | None = create_pipe(url) if url is not None else None
         self.local = LocalLimiter()
         self._member = count()
         self._proc = os.urandom(4).hex()
@@ -319,7 +183,7 @@ class RateLimiter:
                 result = await self._eval_pipe(keys, args)
             else:
                 result = await self.script(keys=keys, args=args)
-        except (TimeoutError, RedisError, OSError, ConnectionError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._down_until = time.monotonic() + self.RETRY_AFTER_FAILURE
             if not self.redis_down:
                 self.redis_down = True

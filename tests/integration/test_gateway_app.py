@@ -299,6 +299,11 @@ async def test_redis_pipe_script_reload_select_and_timeouts(redis: Any) -> None:
     with pytest.raises(RedisConnectionError):
         await pipe.call(b"PING")  # AUTH never answered
     assert time.perf_counter() - started < 2
+    # Requests arriving meanwhile share the one failing attempt instead of queueing theirs.
+    started = time.perf_counter()
+    results = await asyncio.gather(*(pipe.call(b"PING") for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    assert time.perf_counter() - started < 0.3 * 3
     pipe.close()
     server.close()
     await server.wait_closed()

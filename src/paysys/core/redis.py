@@ -66,6 +66,7 @@ class RedisPipe(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reader: Any = None
         self._lock = asyncio.Lock()
+        self._attempts = 0
         self._watch: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol -----------------------------------------------------------------
@@ -103,9 +104,15 @@ class RedisPipe(asyncio.Protocol):
 
     # client -----------------------------------------------------------------------------
     async def _connect(self) -> None:
+        attempt = self._attempts
         async with self._lock:
             if self.transport is not None:
                 return
+            if self._attempts != attempt:
+                # The attempt this caller waited for failed: fail with it rather than queue
+                # one more connect timeout per waiting request behind the lock.
+                raise OSError("Redis unreachable")
+            self._attempts += 1
             import hiredis
 
             loop = asyncio.get_running_loop()

@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from paysys.core.serving import CoalescingTransport
+
 
 def create_redis(url: str) -> Redis:
     # Short timeouts: a dead Redis must fail a request fast (and fail open where designed),
@@ -63,7 +65,8 @@ class RedisPipe(asyncio.Protocol):
         self.db = int(path) if path else 0
         self.timeout = timeout
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
-        self.transport: asyncio.Transport | None = None
+        # Commands written in one loop step (concurrent requests) leave in one send().
+        self.transport: CoalescingTransport | None = None
         self._reader: Any = None
         self._lock = asyncio.Lock()
         self._attempts = 0
@@ -71,7 +74,9 @@ class RedisPipe(asyncio.Protocol):
 
     # asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = CoalescingTransport(
+            cast(asyncio.Transport, transport), asyncio.get_running_loop()
+        )
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader

@@ -2,7 +2,7 @@
 
 A FastAPI route resolves its dependencies, validates its parameters and serialises its answer
 on every request; for a one-query endpoint that machinery costs more CPU than the work itself
-(docs/benchmarks.md: ~110 µs of ~530 µs per payments GET). A plain route keeps what FastAPI
+(docs/benchmarks.md: ~70 µs of ~530 µs per payments GET). A plain route keeps what FastAPI
 gives at build time (the OpenAPI operation: summary, responses, `openapi_extra`) and at run
 time calls the endpoint with the `Request` alone: the endpoint authenticates and parses for
 itself, and returns a `Response`. Errors it raises take the usual path (`AppError` → the one

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,11 +15,11 @@ import pytest
 from sqlalchemy import select, update
 
 from paysys.auth import users
-from paysys.auth.models import AuthSession, User
+from paysys.auth.models import AuthSession, RevokedAccessToken, User
 from paysys.auth.seed import SEED_PASSWORD, seed
 from paysys.auth.workers import revocation_sync, sync_once
 from paysys.core.config import Settings
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_SID_KEY, TokenCodec
+from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, TokenCodec
 from tests.support.auth import PASSWORD, bearer, login, register, runtime, unique_email
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -266,6 +267,16 @@ async def test_redis_down_uses_the_database(app_client: Any, redis_server: Any) 
     assert (
         await client.post("/api/auth/logout", headers=bearer(logged_out["accessToken"]))
     ).status_code == 200
+    # A logout that ends ANOTHER session: the presented token's own session lives on, so only
+    # the token's own record can refuse it while Redis is down.
+    first = (await login(client, email)).json()["data"]
+    second = (await login(client, email)).json()["data"]
+    ended_other = await client.post(
+        "/api/auth/logout",
+        json={"refreshToken": second["refreshToken"]},
+        headers=bearer(first["accessToken"]),
+    )
+    assert ended_other.status_code == 200
     admin_id = await _admin_id()
     demoted = await register(client)
     redis_server.stop()
@@ -283,6 +294,8 @@ async def test_redis_down_uses_the_database(app_client: Any, redis_server: Any) 
         assert (await _me(client, minted)).status_code == 200
         # Logged out before the outage: still refused.
         assert (await _me(client, logged_out["accessToken"])).status_code == 401
+        assert (await _me(client, first["accessToken"])).status_code == 401  # session alive
+        assert (await _me(client, second["accessToken"])).status_code == 401  # session ended
         # Revoked during the outage (Redis cannot be written): refused anyway.
         async with runtime() as rt, rt.sessionmaker() as session:
             await users.change_role(
@@ -303,10 +316,47 @@ async def test_redis_down_uses_the_database(app_client: Any, redis_server: Any) 
         assert await rt.redis.get(NOT_BEFORE_KEY.format(demoted["user"]["id"])) is not None
         sid = jwt.decode(logged_out["accessToken"], options={"verify_signature": False})["sid"]
         assert await rt.redis.get(REVOKED_SID_KEY.format(sid)) == "1"
+        jti = jwt.decode(first["accessToken"], options={"verify_signature": False})["jti"]
+        assert await rt.redis.get(REVOKED_JTI_KEY.format(jti)) == "1"
     client2 = await _client(app_client)  # fresh Redis connections
     assert (await _me(client2, demoted["accessToken"])).status_code == 401
     assert (await _me(client2, logged_out["accessToken"])).status_code == 401
+    assert (await _me(client2, first["accessToken"])).status_code == 401
     assert (await _me(client2, alive["accessToken"])).status_code == 200
+
+
+async def test_revoked_token_rows_are_kept_until_the_token_expires(app_client: Any) -> None:
+    client = await _client(app_client)
+    user_id = uuid.UUID((await register(client))["user"]["id"])
+    expired, alive = f"expired-{uuid.uuid4()}", f"alive-{uuid.uuid4()}"
+    async with runtime() as rt:
+        async with rt.sessionmaker() as session:
+            now = datetime.now(UTC)
+            session.add_all(
+                [
+                    RevokedAccessToken(
+                        jti=expired, user_id=user_id, expires_at=now - timedelta(minutes=1)
+                    ),
+                    RevokedAccessToken(
+                        jti=alive, user_id=user_id, expires_at=now + timedelta(minutes=5)
+                    ),
+                ]
+            )
+            await session.commit()
+        await sync_once(rt, None)
+        async with rt.sessionmaker() as session:
+            kept = (
+                await session.scalars(
+                    select(RevokedAccessToken.jti).where(
+                        RevokedAccessToken.jti.in_([expired, alive])
+                    )
+                )
+            ).all()
+        assert kept == [alive]
+        # the live one is (re)published for the hot path, with its remaining lifetime
+        ttl = await rt.redis.ttl(REVOKED_JTI_KEY.format(alive))
+        assert 240 < ttl <= 301
+        assert await rt.redis.exists(REVOKED_JTI_KEY.format(expired)) == 0
 
 
 async def test_revocation_sync_worker_loop_runs_and_stops() -> None:

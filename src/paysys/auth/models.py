@@ -95,3 +95,23 @@ class LoginThrottle(Base):
     last_failure_at: Mapped[datetime] = mapped_column()
 
     __table_args__ = (Index("ix_auth_login_throttle_last_failure_at", "last_failure_at"),)
+
+
+class RevokedAccessToken(Base):
+    """An access token revoked on its own (logout): its `jti`, kept until it expires.
+
+    Redis holds the same mark for the hot path; this row lets the database fallback refuse the
+    token while Redis is down even when its session lives on (a logout that ends another
+    session), and lets the sync worker re-publish the mark after Redis lost it."""
+
+    __tablename__ = "auth_revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_auth_revoked_access_tokens_revoked_at", "revoked_at"),
+        Index("ix_auth_revoked_access_tokens_expires_at", "expires_at"),
+    )

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.auth import lockout, users
-from paysys.auth.models import AuthSession, LoginThrottle, User
+from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken, User
 from paysys.core.errors import AppError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from paysys.core.events.outbox import emit
 from paysys.core.logging import get_logger
@@ -398,6 +398,17 @@ async def logout(
             except ValueError:
                 raise Unauthorized("TOKEN_INVALID", "Token is invalid") from None
         ended = await _end_sessions(session, principal.id, "logout", only=target) if target else []
+    # The presented token's own record: the database fallback and the sync worker read it when
+    # Redis cannot (its session may live on, e.g. a logout that ended another session).
+    await session.execute(
+        pg_insert(RevokedAccessToken)
+        .values(
+            jti=principal.jti,
+            user_id=principal.id,
+            expires_at=datetime.fromtimestamp(principal.expires_at, UTC),
+        )
+        .on_conflict_do_nothing()
+    )
     await emit(
         session,
         "user.logged_out",

@@ -1,10 +1,11 @@
 """Background work of the auth service.
 
 `revocation_sync`: the database is the record of every revocation (users'
-`tokens_valid_after_ms`, sessions' `revoked` flag); Redis holds the marks the hot path reads.
+`tokens_valid_after_ms`, sessions' `revoked` flag, access tokens revoked on their own); Redis
+holds the marks the hot path reads.
 A revocation made while Redis was down (by auth or by admin) is in the database only; this
 worker re-publishes recent revocations to Redis, so when Redis returns it knows them too.
-It also forgets stale failed-login bookkeeping.
+It also forgets stale failed-login bookkeeping and revoked tokens past their expiry.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth.models import AuthSession, LoginThrottle, User
+from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken, User
 from paysys.core.logging import get_logger
 from paysys.core.runtime import Runtime
-from paysys.core.security import revoke_session, revoke_user_tokens_before
+from paysys.core.security import revoke_session, revoke_token, revoke_user_tokens_before
 
 log = get_logger("paysys.auth.workers")
 
@@ -57,12 +58,22 @@ async def sync_once(runtime: Runtime, since: datetime | None) -> datetime:
             )
         ).scalars()
         sids = list(session_ids)
+        tokens = (
+            await session.execute(
+                select(RevokedAccessToken.jti, RevokedAccessToken.expires_at).where(
+                    RevokedAccessToken.revoked_at > start, RevokedAccessToken.expires_at > now
+                )
+            )
+        ).all()
         await _forget_stale_throttles(session, now)
+        await session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now))
         await session.commit()
     for user_id, at_ms in user_rows:
         await revoke_user_tokens_before(runtime.redis, user_id, int(at_ms), ttl)
     for sid in sids:
         await revoke_session(runtime.redis, str(sid), ttl)
+    for jti, expires_at in tokens:
+        await revoke_token(runtime.redis, jti, int(expires_at.timestamp()))
     await runtime.redis.set(SYNCED_KEY, "1")
     return now
 

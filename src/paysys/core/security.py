@@ -366,19 +366,20 @@ _FALLBACK_SQL = text(
     SELECT u.is_active AND u.deleted_at IS NULL AS usable,
            u.tokens_valid_after_ms AS not_before,
            (SELECT s.revoked FROM auth_sessions s
-             WHERE s.id = :sid AND s.user_id = u.id) AS session_revoked
+             WHERE s.id = :sid AND s.user_id = u.id) AS session_revoked,
+           EXISTS (SELECT 1 FROM auth_revoked_access_tokens r
+                    WHERE r.jti = :jti) AS token_revoked
     FROM users u WHERE u.id = :uid
     """
 )
 
 
 async def db_revocation_fallback(request: Request, principal: Principal) -> bool:
-    """Redis is down: decide from the database (user row and the token's session).
+    """Redis is down: decide from the database (user row, the token's session, the token).
 
     Covers password change, deactivation, deletion, role change (the user's
-    `tokens_valid_after_ms`) and logout (the session's revoked flag). A lone revoked `jti`
-    whose session lives on (rare: logout naming another session's refresh token) is only
-    known to Redis.
+    `tokens_valid_after_ms`), ended sessions (their revoked flag) and logout (the presented
+    token's row in `auth_revoked_access_tokens`, also when its session lives on).
     """
     sid: uuid.UUID | None = None
     if principal.sid:
@@ -388,11 +389,15 @@ async def db_revocation_fallback(request: Request, principal: Principal) -> bool
             return True
     try:
         async with request.app.state.sessionmaker() as session:
-            row = (await session.execute(_FALLBACK_SQL, {"uid": principal.id, "sid": sid})).first()
+            row = (
+                await session.execute(
+                    _FALLBACK_SQL, {"uid": principal.id, "sid": sid, "jti": principal.jti}
+                )
+            ).first()
     except Exception:
         log.warning("revocation fallback failed: database unreachable")
         raise AppError("SERVICE_UNAVAILABLE", "Cannot verify the token right now") from None
-    if row is None or not row.usable:
+    if row is None or not row.usable or row.token_revoked:
         return True
     if principal.issued_at_ms < int(row.not_before):
         return True

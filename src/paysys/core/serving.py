@@ -3,8 +3,9 @@
 uvicorn writes a response's status line and headers, then its body, as two transport writes:
 two syscalls, two TCP segments and, often, two wake-ups of the reader (the gateway's upstream
 client, or the client itself). Here the writes made in one event-loop step are joined and
-written once at the end of the step, so a small response costs one `send()`. Bodies larger than
-`FLUSH_AT` bypass the buffer, so large and streamed responses keep uvicorn's flow control.
+written once at the end of the step, so a small response costs one `send()`. Once `FLUSH_AT`
+bytes are pending they go out at once, so large and streamed responses keep uvicorn's flow
+control. (`core.redis.RedisPipe` writes through the same transport.)
 """
 
 from __future__ import annotations

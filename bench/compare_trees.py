@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import httpx
 
-from bench.payments_throughput import lua, seed
+from bench.payments_throughput import RAW_ROW, create_body, lua, payments_env, raw_command, seed
 from bench.support import (
     ROOT,
     Processes,
@@ -38,7 +36,6 @@ from bench.support import (
     private_redis,
     run_wrk,
     scratch_database,
-    service_env,
     wait_http,
 )
 from paysys.core.config import Settings
@@ -87,18 +84,10 @@ def measure(args: argparse.Namespace, sources: dict[str, Path], tmp: Path) -> No
         scratch_database("trees") as db_url,
         Processes(tmp) as procs,
     ):
-        env = service_env(
-            db_url,
-            redis_url,
-            ENV="test",
-            PAYMENTS_PROCESSOR="none",
-            RATE_LIMIT_MAX="100000000",
-            DB_POOL_SIZE="10",
-            DB_MAX_OVERFLOW="0",
-        )
+        env = payments_env(db_url, redis_url)
         token, recipient = asyncio.run(seed(raw_dsn(db_url), Settings(database_url=db_url)))
         raw_port = free_port()
-        pids = {"raw": procs.start("raw", raw_args(raw_port), env).pid}
+        pids = {"raw": procs.start("raw", raw_command(raw_port), env).pid}
         ports: dict[str, int] = {}
         for name, src in sources.items():
             tree_env = {**env, "PYTHONPATH": str(src)}
@@ -116,15 +105,7 @@ def measure(args: argparse.Namespace, sources: dict[str, Path], tmp: Path) -> No
         wait_http(f"http://127.0.0.1:{raw_port}/nothing", 60)
 
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        body = json.dumps(
-            {
-                "amount": "10.00",
-                "currency": "USD",
-                "type": "instant",
-                "description": "bench",
-                "recipientId": recipient,
-            }
-        )
+        body = create_body(recipient)
         first = next(iter(sources))
         made = httpx.post(
             f"http://127.0.0.1:{ports['gw_' + first]}/api/payments",
@@ -134,11 +115,8 @@ def measure(args: argparse.Namespace, sources: dict[str, Path], tmp: Path) -> No
         )
         made.raise_for_status()
         payment = made.json()["data"]["id"]
-        raw_row = httpx.post(
-            f"http://127.0.0.1:{raw_port}/raw",
-            content=json.dumps({"amount": 1000, "currency": "USD", "description": "b"}),
-            timeout=10,
-        ).json()["id"]
+        raw_url = f"http://127.0.0.1:{raw_port}/raw"
+        raw_row = httpx.post(raw_url, content=RAW_ROW, timeout=10).json()["id"]
 
         def script(text: str) -> list[str]:
             path = tmp / f"{uuid.uuid4().hex[:8]}.lua"
@@ -188,10 +166,6 @@ def measure(args: argparse.Namespace, sources: dict[str, Path], tmp: Path) -> No
                 cpu = {p: round(statistics.median(c[p] for _, c in rows)) for p in rows[0][1]}
                 usage = "  ".join(f"{p} {v} µs/req" for p, v in cpu.items())
                 print(f"  {target:15s} {name:10s} {rps:7.0f} req/s  {usage}", flush=True)
-
-
-def raw_args(port: int) -> list[str]:
-    return [sys.executable, "-m", "bench.payments_raw", "--port", str(port)]
 
 
 if __name__ == "__main__":

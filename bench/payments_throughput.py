@@ -102,6 +102,42 @@ async def seed(dsn: str, settings: Settings) -> tuple[str, str]:
     return token, str(ids[1])
 
 
+RAW_ROW = json.dumps({"amount": 1000, "currency": "USD", "description": "bench"})
+
+
+def payments_env(db_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of the bench's payments services and gateways: no processor work during
+    the measurement, the rate limit out of the way, and the raw endpoint's connection budget
+    (an asyncpg pool of 10): DB_POOL_SIZE=10 without overflow (with the default overflow,
+    connections beyond 10 are opened and closed per burst)."""
+    return service_env(
+        db_url,
+        redis_url,
+        ENV="test",
+        PAYMENTS_PROCESSOR="none",
+        RATE_LIMIT_MAX="100000000",
+        DB_POOL_SIZE="10",
+        DB_MAX_OVERFLOW="0",
+    )
+
+
+def create_body(recipient: str) -> str:
+    return json.dumps(
+        {
+            "amount": "10.00",
+            "currency": "USD",
+            "type": "instant",
+            "description": "bench",
+            "recipientId": recipient,
+        }
+    )
+
+
+def raw_command(port: int) -> list[str]:
+    """Start `bench.payments_raw` (the ceiling) on `port`."""
+    return [sys.executable, "-m", "bench.payments_raw", "--port", str(port)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
@@ -122,17 +158,7 @@ def main() -> None:
         Processes(Path(tmpdir)) as procs,
     ):
         tmp = Path(tmpdir)
-        # DB_POOL_SIZE=10 without overflow: the raw endpoint's budget (an asyncpg pool of 10).
-        # (With the default overflow, connections beyond 10 are opened and closed per burst.)
-        env = service_env(
-            db_url,
-            redis_url,
-            ENV="test",
-            PAYMENTS_PROCESSOR="none",
-            RATE_LIMIT_MAX="100000000",
-            DB_POOL_SIZE="10",
-            DB_MAX_OVERFLOW="0",
-        )
+        env = payments_env(db_url, redis_url)
         token, recipient = asyncio.run(seed(raw_dsn(db_url), Settings(database_url=db_url)))
         ports = {name: free_port() for name in ("payments", "gateway", "raw", "gateway_raw")}
         env["PAYMENTS_SERVICE_URL"] = f"http://127.0.0.1:{ports['payments']}"
@@ -140,8 +166,7 @@ def main() -> None:
             name: procs.serve(name, ports[name], {**env, "PORT": str(ports[name])}).pid
             for name in ("payments", "gateway")
         }
-        raw_args = [sys.executable, "-m", "bench.payments_raw", "--port", str(ports["raw"])]
-        service_pids["raw"] = procs.start("raw", raw_args, env).pid
+        service_pids["raw"] = procs.start("raw", raw_command(ports["raw"]), env).pid
         # A second gateway, in front of the raw endpoint: the same toll paid by the ceiling.
         raw_env = {
             **env,
@@ -155,49 +180,25 @@ def main() -> None:
             procs.wait_ready(name, f"http://127.0.0.1:{ports[name]}/health/live", 120)
         wait_http(f"http://127.0.0.1:{ports['raw']}/nothing", 120)
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        create_body = json.dumps(
-            {
-                "amount": "10.00",
-                "currency": "USD",
-                "type": "instant",
-                "description": "bench",
-                "recipientId": recipient,
-            }
-        )
+        body = create_body(recipient)
         gw = f"http://127.0.0.1:{ports['gateway']}"
         direct = f"http://127.0.0.1:{ports['payments']}"
         raw = f"http://127.0.0.1:{ports['raw']}"
         gw_raw = f"http://127.0.0.1:{ports['gateway_raw']}"
-        made = httpx.post(f"{gw}/api/payments", content=create_body, headers=auth, timeout=10)
+        made = httpx.post(f"{gw}/api/payments", content=body, headers=auth, timeout=10)
         made.raise_for_status()
         pid = made.json()["data"]["id"]
-        raw_made = httpx.post(
-            f"{raw}/raw",
-            content=json.dumps({"amount": 1000, "currency": "USD", "description": "bench"}),
-            timeout=10,
-        )
-        raw_id = raw_made.json()["id"]
-        raw_insert_lua = lua(
-            "POST",
-            {"Content-Type": "application/json"},
-            json.dumps({"amount": 1000, "currency": "USD", "description": "bench"}),
-        )
+        raw_id = httpx.post(f"{raw}/raw", content=RAW_ROW, timeout=10).json()["id"]
+        raw_insert_lua = lua("POST", {"Content-Type": "application/json"}, RAW_ROW)
         runs = {
             "raw_insert": (f"{raw}/raw", raw_insert_lua),
             "raw_select": (f"{raw}/raw/{raw_id}", lua("GET", {})),
             # The ceiling behind a gateway (same JWT + rate limit + revocation at the edge).
-            "raw_insert_via_gateway": (
-                f"{gw_raw}/api/payments",
-                lua(
-                    "POST",
-                    auth,
-                    json.dumps({"amount": 1000, "currency": "USD", "description": "bench"}),
-                ),
-            ),
+            "raw_insert_via_gateway": (f"{gw_raw}/api/payments", lua("POST", auth, RAW_ROW)),
             "raw_select_via_gateway": (f"{gw_raw}/api/payments/{raw_id}", lua("GET", auth)),
-            "gateway_create": (f"{gw}/api/payments", lua("POST", auth, create_body)),
+            "gateway_create": (f"{gw}/api/payments", lua("POST", auth, body)),
             "gateway_get": (f"{gw}/api/payments/{pid}", lua("GET", auth)),
-            "direct_create": (f"{direct}/api/payments", lua("POST", auth, create_body)),
+            "direct_create": (f"{direct}/api/payments", lua("POST", auth, body)),
             "direct_get": (f"{direct}/api/payments/{pid}", lua("GET", auth)),
             # Reference points: the service's framework floor (no auth, no DB) and the gateway
             # in front of it.

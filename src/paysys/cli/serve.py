@@ -45,10 +45,21 @@ def run(
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     chosen = port or int(os.environ.get("PORT") or DEFAULT_PORTS[service])
     exit_zero_on_sigterm()
-    options: dict[str, Any] = {
+    options = server_options(host, chosen)
+    app = f"paysys.{service}.app:create_app"
+    if reload:
+        watched = os.environ.get("PAYSYS_RELOAD_DIRS") or str(PACKAGE_DIR)
+        uvicorn.run(app, reload=True, reload_dirs=watched.split(os.pathsep), **options)
+    else:
+        DrainingServer(uvicorn.Config(app, **options)).run()
+
+
+def server_options(host: str, port: int) -> dict[str, Any]:
+    """How every paysys process is served (uvicorn options)."""
+    return {
         "factory": True,
         "host": host,
-        "port": chosen,
+        "port": port,
         "loop": "uvloop",
         "http": CoalescingHttpToolsProtocol,  # httptools, one send() per response
         "log_level": os.environ.get("UVICORN_LOG_LEVEL", "warning"),
@@ -57,12 +68,6 @@ def run(
         "timeout_graceful_shutdown": 10,
         "server_header": False,
     }
-    app = f"paysys.{service}.app:create_app"
-    if reload:
-        watched = os.environ.get("PAYSYS_RELOAD_DIRS") or str(PACKAGE_DIR)
-        uvicorn.run(app, reload=True, reload_dirs=watched.split(os.pathsep), **options)
-    else:
-        DrainingServer(uvicorn.Config(app, **options)).run()
 
 
 class DrainingServer(uvicorn.Server):

@@ -48,7 +48,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def raw_argon2(seconds: float) -> dict[str, float]:
-    from paysys.core.security import PASSWORD_HASHER
+    from paysys.core.passwords import PASSWORD_HASHER
 
     stored = PASSWORD_HASHER.hash(PASSWORD)
     threads = os.cpu_count() or 2

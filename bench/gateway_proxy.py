@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             import uuid
 
             from paysys.core.config import Settings
-            from paysys.core.security import TokenCodec
+            from paysys.core.tokens import TokenCodec
 
             token, _ = TokenCodec(Settings()).issue_access(
                 user_id=uuid.uuid4(),

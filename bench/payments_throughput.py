@@ -43,7 +43,7 @@ from bench.support import (
 )
 from paysys.core.config import Settings
 from paysys.core.db import raw_dsn
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 
 
 def wrk(url: str, lua: str, seconds: float, concurrency: int, tmp: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import asyncpg
 from bench.support import Processes, free_port, private_redis, scratch_database, service_env
 from paysys.core.config import Settings
 from paysys.core.db import raw_dsn
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 
 
 async def _seed(dsn: str, count: int) -> list[tuple[uuid.UUID, str]]:

@@ -448,7 +448,8 @@ async def test_soft_delete_frees_email_keeps_row_and_payments(client) -> None:  
     # Its tokens are revoked on every service (they all check the same revocation marks).
     from paysys.core.config import get_settings
     from paysys.core.redis import create_redis
-    from paysys.core.security import TokenCodec, is_revoked
+    from paysys.core.revocation import is_revoked
+    from paysys.core.tokens import TokenCodec
 
     redis = create_redis(get_settings().redis_url)
     try:

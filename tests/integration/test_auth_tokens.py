@@ -19,7 +19,8 @@ from paysys.auth.models import AuthSession, RevokedAccessToken, User
 from paysys.auth.seed import SEED_PASSWORD, seed
 from paysys.auth.workers import revocation_sync, sync_once
 from paysys.core.config import Settings
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, TokenCodec
+from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY
+from paysys.core.tokens import TokenCodec
 from tests.support.auth import PASSWORD, bearer, login, register, runtime, unique_email
 
 pytestmark = pytest.mark.usefixtures("clean_state")

@@ -12,7 +12,8 @@ from paysys.auth import users
 from paysys.auth.models import AuthSession, User
 from paysys.core.errors import AppError
 from paysys.core.events.models import OutboxEvent
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_SID_KEY, verify_password
+from paysys.core.passwords import verify_password
+from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_SID_KEY
 from tests.support.auth import PASSWORD, runtime, unique_email
 
 pytestmark = pytest.mark.usefixtures("clean_state")

@@ -83,7 +83,7 @@ async def test_a_forged_session_is_refused(client: httpx.AsyncClient) -> None:
 
 
 async def test_check_password_uses_the_auth_verifier() -> None:
-    from paysys.core.security import hash_password
+    from paysys.core.passwords import hash_password
 
     stored = await hash_password(PASSWORD)
     assert await studio.check_password(stored, PASSWORD)

@@ -30,7 +30,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.python import asgi as st_asgi
 
 from paysys.core.config import Settings, get_settings
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 
 MAX_EXAMPLES = 4
 

@@ -13,7 +13,8 @@ import pytest
 from redis.asyncio import Redis
 
 from paysys.core.config import Settings
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, TokenCodec
+from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY
+from paysys.core.tokens import TokenCodec
 from tests.support.gateway import EchoServer
 from tests.support.servers import free_port
 

@@ -228,7 +228,7 @@ async def test_reports_per_currency(app_client) -> None:
 async def test_hot_queries_use_indexes(app_client) -> None:
     """EXPLAIN of the visibility list, the status filter and the processor queue: index scans
     (sequential scans disabled so the tiny test tables cannot hide a missing index)."""
-    from paysys.core.security import Principal
+    from paysys.core.tokens import Principal
     from paysys.payments.schemas import ListQuery
     from paysys.payments.service import PAYMENT_FROM, list_where
 

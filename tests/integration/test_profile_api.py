@@ -97,7 +97,7 @@ async def test_auth_required(app_client) -> None:  # type: ignore[no-untyped-def
 
 
 async def test_token_of_missing_user_is_404(app_client) -> None:  # type: ignore[no-untyped-def]
-    from paysys.core.security import TokenCodec
+    from paysys.core.tokens import TokenCodec
 
     client = await app_client("profile")
     token, _ = TokenCodec(client.app.state.settings).issue_access(

@@ -13,7 +13,7 @@ import asyncpg
 from paysys.core.config import Settings, get_settings
 from paysys.core.db import raw_dsn
 from paysys.core.events.envelope import EventEnvelope
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 
 PASSWORD = "TestPassword123!"
 

@@ -279,7 +279,7 @@ def upstream_env(servers: dict[str, EchoServer | list[EchoServer]]) -> dict[str,
 def mint_token(role: str = "CUSTOMER", user_id: uuid.UUID | None = None) -> str:
     """An access token signed with the run's secret (as auth would issue it)."""
     from paysys.core.config import Settings
-    from paysys.core.security import TokenCodec
+    from paysys.core.tokens import TokenCodec
 
     token, _ = TokenCodec(Settings()).issue_access(
         user_id=user_id or uuid.uuid4(),

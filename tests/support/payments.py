@@ -15,7 +15,7 @@ import asyncpg
 
 from paysys.core.config import get_settings
 from paysys.core.db import raw_dsn
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 from paysys.payments import webhooks
 
 

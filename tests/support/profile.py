@@ -15,7 +15,7 @@ from paysys.auth.models import AuthSession, User
 from paysys.core.config import Settings, get_settings
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.models import OutboxEvent
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 from paysys.profile.models import Profile
 
 

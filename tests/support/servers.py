@@ -68,6 +68,7 @@ class RedisServer:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()  # e.g. ("--requirepass", "secret")
 
     @property
     def url(self) -> str:
@@ -92,6 +93,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -9,17 +9,17 @@ import argon2
 import jwt
 import pytest
 
+from paysys.core import passwords
 from paysys.core.config import Settings
 from paysys.core.errors import AppError
-from paysys.core.security import (
+from paysys.core.passwords import (
     PASSWORD_HASHER,
-    TokenCodec,
-    bearer_token,
     check_password_policy,
     hash_password,
     password_problems,
     verify_password,
 )
+from paysys.core.tokens import TokenCodec, bearer_token
 
 
 def test_policy_reports_each_failed_rule() -> None:
@@ -116,11 +116,10 @@ def test_deterministic_issue_for_the_grace_replay() -> None:
 
 
 async def test_dummy_hash_matches_current_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    from paysys.core import security
 
-    assert not PASSWORD_HASHER.check_needs_rehash(security._DUMMY_HASH)
-    monkeypatch.setattr(security, "_dummy_hash", None)
-    monkeypatch.setattr(security, "_DUMMY_HASH", argon2.PasswordHasher(time_cost=1).hash("x"))
-    await security.burn_password_check("anything")
-    assert security._dummy_hash is not None
-    assert not PASSWORD_HASHER.check_needs_rehash(security._dummy_hash)
+    assert not PASSWORD_HASHER.check_needs_rehash(passwords._DUMMY_HASH)
+    monkeypatch.setattr(passwords, "_dummy_hash", None)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", argon2.PasswordHasher(time_cost=1).hash("x"))
+    await passwords.burn_password_check("anything")
+    assert passwords._dummy_hash is not None
+    assert not PASSWORD_HASHER.check_needs_rehash(passwords._dummy_hash)

@@ -72,3 +72,38 @@ async def test_plain_route_gets_the_request_and_errors_keep_their_envelope() -> 
         # Registration order is kept: the fixed path declared first still wins.
         assert (await client.get("/api/t/special")).json() == {"route": "special"}
         assert (await client.post("/api/t/abc")).status_code == 405
+
+
+def _guard() -> None:
+    raise NotFound("NOT_FOUND", "guarded")
+
+
+def test_plain_route_refuses_dependencies_it_would_skip() -> None:
+    """A guard that gives 403 on a normal route would give 200 on a plain one: refuse."""
+    import pytest
+    from fastapi import Depends, FastAPI
+
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse({})
+
+    guarded = APIRouter(prefix="/api/g", dependencies=[Depends(_guard)])
+    with pytest.raises(TypeError, match="cannot honour dependencies"):
+        plain_route(guarded, "/x", "GET")(endpoint)
+    with pytest.raises(TypeError, match="cannot honour dependencies"):
+        plain_route(APIRouter(), "/y", "GET", dependencies=[Depends(_guard)])(endpoint)
+    # a plain router included with dependencies (at the app or a parent router) is refused
+    # as soon as FastAPI builds the inclusion (its document, or the first request)
+    plain = APIRouter()
+    plain_route(plain, "/z", "GET")(endpoint)
+    app = FastAPI()
+    app.include_router(plain, dependencies=[Depends(_guard)])
+    with pytest.raises(TypeError, match="cannot honour dependencies"):
+        app.openapi()
+    parent = APIRouter(dependencies=[Depends(_guard)])
+    parent.include_router(plain)
+    with pytest.raises(TypeError, match="cannot honour dependencies"):
+        FastAPI().include_router(parent)
+    # without dependencies the same inclusion builds
+    app = FastAPI()
+    app.include_router(plain)
+    assert "/z" in app.openapi()["paths"]

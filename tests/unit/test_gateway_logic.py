@@ -10,7 +10,7 @@ import pytest
 
 from paysys.core.config import Settings
 from paysys.core.errors import AppError
-from paysys.core.security import TokenCodec, VerifiedTokens
+from paysys.core.tokens import TokenCodec, VerifiedTokens
 from paysys.gateway.openapi import OpenAPIAggregator, merge_documents
 from paysys.gateway.proxy import ClientAddress, requires_bearer
 from paysys.gateway.ratelimit import Decision, LocalLimiter, Policy

@@ -9,7 +9,7 @@ import pytest
 
 from paysys.core.config import DEFAULT_ACCESS_SECRET, Settings
 from paysys.core.errors import AppError
-from paysys.core.security import TokenCodec
+from paysys.core.tokens import TokenCodec
 
 GOOD = {
     "jwt_access_secret": "a" * 40,

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.auth.models import User
 from paysys.core.money import format_minor
-from paysys.core.security import ROLES
 from paysys.core.timefmt import iso_z
+from paysys.core.tokens import ROLES
 from paysys.payments.models import Payment
 from paysys.payments.states import STATUSES
 

@@ -24,19 +24,10 @@ from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken, U
 from paysys.core.errors import AppError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from paysys.core.events.outbox import emit
 from paysys.core.logging import get_logger
-from paysys.core.security import (
-    Principal,
-    TokenCodec,
-    burn_password_check,
-    hash_password,
-    normalize_email,
-    now_ms,
-    revoke_session,
-    revoke_token,
-    token_hash,
-    verify_password,
-)
+from paysys.core.passwords import burn_password_check, hash_password, verify_password
+from paysys.core.revocation import revoke_session, revoke_token
 from paysys.core.timefmt import iso_z
+from paysys.core.tokens import Principal, TokenCodec, now_ms, token_hash
 
 log = get_logger("paysys.auth.service")
 
@@ -216,7 +207,7 @@ async def login(
 ) -> dict[str, Any]:
     """Unknown email, wrong password and deactivated account answer alike (401, same body,
     one argon2 verification each); the lockout counts all three."""
-    email = normalize_email(email)
+    email = users.normalize_email(email)
     now = utcnow()
     throttle = await _lock_account_key(session, email)
     wait = lockout.retry_after(_state(throttle), now)
@@ -438,7 +429,7 @@ async def change_password(
     access token cannot be used to guess the password); then the policy. Every token and
     session of the user is revoked: all devices sign in again with the new password."""
     # Same lock order as login: the account's advisory lock first, then the user row.
-    email = normalize_email((await users.get_user(session, principal.id)).email)
+    email = users.normalize_email((await users.get_user(session, principal.id)).email)
     now = utcnow()
     throttle = await _lock_account_key(session, email)
     user = await users.get_user(session, principal.id, lock=True)

@@ -16,6 +16,7 @@ service's revocation sync worker re-publishes recent revocations once Redis is b
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,22 +32,23 @@ from paysys.core.config import get_settings
 from paysys.core.errors import AppError, Conflict, NotFound, ValidationFailed
 from paysys.core.events.outbox import emit
 from paysys.core.logging import get_logger
-from paysys.core.security import (
-    EMAIL_RE,
-    ROLES,
-    check_password_policy,
-    hash_password,
-    normalize_email,
-    now_ms,
-    revoke_session,
-    revoke_user_tokens_before,
-)
+from paysys.core.passwords import check_password_policy, hash_password
+from paysys.core.revocation import revoke_session, revoke_user_tokens_before
 from paysys.core.timefmt import iso_or_none
+from paysys.core.tokens import ROLES, now_ms
 
 log = get_logger("paysys.auth.users")
 
 NAME_MAX = 100
 EMAIL_MAX = 254
+EMAIL_RE = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
 
 
 def user_json(user: User) -> dict[str, Any]:

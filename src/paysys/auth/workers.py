@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken, User
 from paysys.core.logging import get_logger
+from paysys.core.revocation import revoke_session, revoke_token, revoke_user_tokens_before
 from paysys.core.runtime import Runtime
-from paysys.core.security import revoke_session, revoke_token, revoke_user_tokens_before
 
 log = get_logger("paysys.auth.workers")
 

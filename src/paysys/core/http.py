@@ -32,8 +32,8 @@ from paysys.core.middleware import (
     RequestContextMiddleware,
 )
 from paysys.core.openapi import install_error_docs
+from paysys.core.revocation import db_revocation_fallback
 from paysys.core.runtime import Runtime, Worker
-from paysys.core.security import db_revocation_fallback
 
 _CODE_BY_STATUS = {
     400: "VALIDATION_ERROR",
@@ -165,7 +165,7 @@ def create_service_app(
         app.state.runtime = runtime
         app.state.sessionmaker = runtime.sessionmaker
         app.state.redis = runtime.redis
-        app.state.redis_pipe = runtime.pipe
+        app.state.hot_redis = runtime.hot_redis
         if settings.background_workers:
             runtime.start_workers(all_workers)
         try:

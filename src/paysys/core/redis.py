@@ -7,17 +7,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any, Union, cast
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from paysys.core.logging import get_logger
 from paysys.core.serving import CoalescingTransport
+
+log = get_logger("paysys.redis")
 
 
 def create_redis(url: str) -> Redis:
@@ -45,6 +49,15 @@ def create_pipe(url: str) -> RedisPipe | None:
         return None
 
 
+HotPathRedis = Union[Redis, "RedisPipe"]
+"""What per-request code holds: a RedisPipe, or redis-py where no pipe can go. Both answer
+`mget`, `evalsha` and `script_load` alike (the pipe's replies are bytes, redis-py's str)."""
+
+
+def hot_path_client(pipe: RedisPipe | None, redis: Redis) -> HotPathRedis:
+    return pipe if pipe is not None else redis
+
+
 class RedisPipe(asyncio.Protocol):
     """One pipelined RESP connection for the hot path: each request writes its command and
     awaits its reply in order (hiredis parses). Many requests share the socket with no pool
@@ -69,6 +82,7 @@ class RedisPipe(asyncio.Protocol):
         self.transport: CoalescingTransport | None = None
         self._reader: Any = None
         self._lock = asyncio.Lock()
+        self._ready = False  # connected and the handshake (AUTH, SELECT) answered OK
         self._attempts = 0
         self._watch: asyncio.TimerHandle | None = None
 
@@ -92,6 +106,7 @@ class RedisPipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._ready = False
         error = OSError("Redis connection lost")
         while self.pending:
             future, _ = self.pending.popleft()
@@ -109,31 +124,48 @@ class RedisPipe(asyncio.Protocol):
 
     # client -----------------------------------------------------------------------------
     async def _connect(self) -> None:
+        """Connect and run the handshake (AUTH, SELECT) before anyone else may write.
+
+        `transport` is set by `connection_made` as soon as TCP is up, but callers only write
+        once `_ready` is set, after both handshake replies were checked: a command written
+        earlier would run unauthenticated or in database 0 (a revoked token read as clean).
+        Callers arriving meanwhile wait on the lock, then share the outcome."""
         attempt = self._attempts
         async with self._lock:
-            if self.transport is not None:
+            if self._ready:
                 return
             if self._attempts != attempt:
                 # The attempt this caller waited for failed: fail with it rather than queue
                 # one more connect timeout per waiting request behind the lock.
                 raise OSError("Redis unreachable")
             self._attempts += 1
-            import hiredis
-
             loop = asyncio.get_running_loop()
             self._reader = hiredis.Reader()
             await asyncio.wait_for(
                 loop.create_connection(lambda: self, self.host, self.port), self.timeout
             )
+            handshake: list[tuple[str, asyncio.Future[Any]]] = []
             if self.password is not None:
-                auth: list[str | int | bytes] = (
-                    [b"AUTH", self.password]
-                    if self.username is None
-                    else [b"AUTH", self.username, self.password]
-                )
-                await self._send(*auth)
+                auth: list[str | int | bytes] = [b"AUTH", self.password]
+                if self.username is not None:
+                    auth.insert(1, self.username)
+                handshake.append(("AUTH", self._send(*auth)))
             if self.db:
-                await self._send(b"SELECT", self.db)
+                handshake.append(("SELECT", self._send(b"SELECT", self.db)))
+            for command, future in handshake:
+                reply = await future
+                if isinstance(reply, Exception):
+                    self._drop()
+                    if command == "AUTH":
+                        log.error("redis refused the credentials", host=self.host, port=self.port)
+                        raise AuthenticationError(f"Redis AUTH failed: {reply}")
+                    raise ResponseError(f"Redis {command} {self.db} failed: {reply}")
+            self._ready = True
+
+    def _drop(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.transport = None
 
     def _check(self) -> None:
         self._watch = None
@@ -165,14 +197,30 @@ class RedisPipe(asyncio.Protocol):
 
     async def call(self, *args: str | int | bytes) -> Any:
         try:
-            if self.transport is None:
+            if not self._ready:
                 await self._connect()
             reply = await self._send(*args)
         except (OSError, TimeoutError) as exc:  # refused, lost, or no answer in time
             raise RedisConnectionError(f"Redis unavailable: {exc or type(exc).__name__}") from exc
         if isinstance(reply, Exception):
-            raise ResponseError(str(reply))
+            message = str(reply)
+            raise (
+                NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+            )
         return reply
+
+    # The redis-py methods the hot paths use, with the same signatures, so a caller holds
+    # either client (`hot_path_client`) and never asks which.
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        result: list[bytes | None] = await self.call(b"MGET", *keys)
+        return result
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: str | int) -> Any:
+        return await self.call(b"EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def script_load(self, script: str) -> str:
+        sha: bytes = await self.call(b"SCRIPT", b"LOAD", script)
+        return sha.decode()
 
     def close(self) -> None:
         if self._watch is not None:
@@ -190,4 +238,11 @@ def _pack(args: tuple[str | int | bytes, ...]) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["RedisError", "RedisPipe", "create_pipe", "create_redis"]
+__all__ = [
+    "HotPathRedis",
+    "RedisError",
+    "RedisPipe",
+    "create_pipe",
+    "create_redis",
+    "hot_path_client",
+]

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
+from fastapi import routing as fastapi_routing
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,9 +25,22 @@ E = TypeVar("E", bound=PlainEndpoint)
 
 
 class PlainRoute(APIRoute):
-    """An APIRoute whose endpoint is called as `await endpoint(request)`."""
+    """An APIRoute whose endpoint is called as `await endpoint(request)`.
+
+    Dependencies never run on a plain route, so it refuses to be built with any (its own or
+    its routers'): a guard such as `require_role` would silently not apply."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        # FastAPI builds the handler once for the route itself (its own and its router's
+        # dependencies) and once per inclusion of its router (dependencies given to
+        # `include_router`, held by the inclusion's context while this runs).
+        included = fastapi_routing._effective_route_context_var.get()
+        dependencies = [*self.dependencies, *(getattr(included, "dependencies", None) or ())]
+        if dependencies:
+            raise TypeError(
+                f"plain route {self.path} cannot honour dependencies ({len(dependencies)} "
+                "given, on it or a router); authorise in the endpoint"
+            )
         return self.endpoint
 
 

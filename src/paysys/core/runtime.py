@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from paysys.core.config import Settings
 from paysys.core.db import create_engine, create_sessionmaker
 from paysys.core.logging import get_logger
-from paysys.core.redis import RedisPipe, create_pipe, create_redis
+from paysys.core.redis import HotPathRedis, RedisPipe, create_pipe, create_redis, hot_path_client
 
 log = get_logger("paysys.runtime")
 
@@ -56,6 +56,11 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closed: bool = field(default=False, repr=False)
+
+    @property
+    def hot_redis(self) -> HotPathRedis:
+        """The client for per-request commands: the pipe where it can go, else redis-py."""
+        return hot_path_client(self.pipe, self.redis)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

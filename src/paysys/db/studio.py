@@ -8,7 +8,6 @@ service uses. The session cookie is signed with ``STUDIO_SESSION_SECRET``.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from paysys.core.config import Settings
+from paysys.core.passwords import verify_password
 
 DEFAULT_PORT = 5555
 
@@ -33,24 +33,9 @@ ADMIN_QUERY = text(
 
 
 async def check_password(stored_hash: str, password: str) -> bool:
-    """The auth service's verifier (`paysys.core.security.verify_password`)."""
-    from paysys.core import security
-
-    verifier = getattr(security, "verify_password", None)
-    if verifier is None:  # pragma: no cover - only before the auth service existed
-        from argon2 import PasswordHasher
-        from argon2.exceptions import InvalidHashError, VerificationError
-
-        try:
-            return bool(PasswordHasher().verify(stored_hash, password))
-        except (VerificationError, InvalidHashError):
-            return False
-    result = verifier(stored_hash, password)
-    if inspect.isawaitable(result):
-        result = await result
-    if isinstance(result, tuple):
-        result = result[0]
-    return bool(result)
+    """The auth service's verifier (argon2id, off the event loop)."""
+    matches, _ = await verify_password(stored_hash, password)
+    return matches
 
 
 class AdminLogin(AuthenticationBackend):

@@ -26,7 +26,7 @@ from paysys.core.context import request_id_var
 from paysys.core.errors import AppError
 from paysys.core.logging import get_logger
 from paysys.core.middleware import send_error
-from paysys.core.security import Principal, TokenCodec, VerifiedTokens
+from paysys.core.tokens import Principal, TokenCodec, VerifiedTokens
 from paysys.gateway.ratelimit import RATE_LIMITED, Policy, RateLimiter
 from paysys.gateway.upstreams import ServicePool, Upstream
 

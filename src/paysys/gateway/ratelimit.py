@@ -23,11 +23,12 @@ from typing import Any
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from paysys.core.logging import get_logger
-from paysys.core.redis import RedisPipe, create_pipe
-from paysys.core.security import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY, Principal
+from paysys.core.redis import HotPathRedis, RedisPipe, create_pipe, hot_path_client
+from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY
+from paysys.core.tokens import Principal
 
 log = get_logger("paysys.gateway.ratelimit")
 
@@ -152,9 +153,9 @@ class RateLimiter:
     def __init__(self, redis: Redis, prefix: str = "gw:rl:", url: str | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.script = redis.register_script(SLIDING_WINDOW_LUA)
         self.sha = hashlib.sha1(SLIDING_WINDOW_LUA.encode(), usedforsecurity=False).hexdigest()
         self.pipe: RedisPipe | None = create_pipe(url) if url is not None else None
+        self.client: HotPathRedis = hot_path_client(self.pipe, redis)
         self.local = LocalLimiter()
         self._member = count()
         self._proc = os.urandom(4).hex()
@@ -179,10 +180,7 @@ class RateLimiter:
                 keys.append(REVOKED_SID_KEY.format(principal.sid))
             args = [policy.limit, policy.window_ms, member, principal.issued_at_ms]
         try:
-            if self.pipe is not None:
-                result = await self._eval_pipe(keys, args)
-            else:
-                result = await self.script(keys=keys, args=args)
+            result = await self._eval(keys, args)
         except (TimeoutError, RedisError, OSError) as exc:
             self._down_until = time.monotonic() + self.RETRY_AFTER_FAILURE
             if not self.redis_down:
@@ -201,15 +199,12 @@ class RateLimiter:
             return Decision(True, policy.limit, 0, policy, revoked=True)
         return Decision(status == 1, remaining, reset, policy)
 
-    async def _eval_pipe(self, keys: list[str], args: list[str | int]) -> Any:
-        assert self.pipe is not None
+    async def _eval(self, keys: list[str], args: list[str | int]) -> Any:
         try:
-            return await self.pipe.call(b"EVALSHA", self.sha, len(keys), *keys, *args)
-        except RedisError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            await self.pipe.call(b"SCRIPT", b"LOAD", SLIDING_WINDOW_LUA)
-            return await self.pipe.call(b"EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed its scripts: load it once more
+            await self.client.script_load(SLIDING_WINDOW_LUA)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
 
     def close(self) -> None:
         if self.pipe is not None:

@@ -16,7 +16,8 @@ from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.http import parse_uuid
 from paysys.core.querydates import DateRange, parse_end, parse_start
 from paysys.core.routing import path_parameter, plain_route
-from paysys.core.security import CurrentUser, Principal, authenticate, require_role
+from paysys.core.security import CurrentUser, authenticate, require_role
+from paysys.core.tokens import Principal
 from paysys.payments import service, webhooks
 from paysys.payments.db import connect, dumps
 from paysys.payments.limits import AmountLimits

@@ -19,8 +19,8 @@ import asyncpg
 from paysys.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from paysys.core.money import CURRENCIES, format_minor, to_decimal
 from paysys.core.querydates import DateRange
-from paysys.core.security import Principal
 from paysys.core.timefmt import iso_z
+from paysys.core.tokens import Principal
 from paysys.payments import states
 from paysys.payments.db import NOTIFY_SELECT, Conn, dumps, event_rows, outbox_cte
 from paysys.payments.schemas import CreateInput, ListQuery

@@ -1,0 +1,118 @@
+"""Passwords: argon2id hashing off the event loop, and the password policy (api-contracts §3).
+
+argon2id (m = 19 MiB, t = 2, p = 1), hashed and verified in a small dedicated thread pool
+(never on the event loop), upgraded on login when the parameters change; the policy reports
+one `details` entry per failed rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from paysys.core.errors import AppError
+
+# OWASP / ASVS: argon2id, m = 19 MiB, t = 2, p = 1 (~18 ms on this machine).
+PASSWORD_HASHER = argon2.PasswordHasher(
+    time_cost=2,
+    memory_cost=19 * 1024,
+    parallelism=1,
+    hash_len=32,
+    salt_len=16,
+    type=argon2.Type.ID,
+)
+PASSWORD_MIN = 12
+PASSWORD_MAX = 128
+
+# Hashing is CPU bound and releases the GIL: a pool sized to the cores keeps the event loop free
+# and bounds memory (19 MiB per hash in flight). Requests beyond that queue here, not on the loop.
+_HASH_THREADS = os.cpu_count() or 2
+_hash_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    if _hash_pool is None:
+        _hash_pool = ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="argon2")
+    return _hash_pool
+
+
+async def _in_pool(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_pool(), fn, *args)
+
+
+async def hash_password(password: str) -> str:
+    return str(await _in_pool(PASSWORD_HASHER.hash, password))
+
+
+def _verify(stored_hash: str, password: str) -> tuple[bool, bool]:
+    try:
+        PASSWORD_HASHER.verify(stored_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False, False
+    return True, PASSWORD_HASHER.check_needs_rehash(stored_hash)
+
+
+async def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
+    """(matches, needs_rehash). Runs in the hashing pool."""
+    result: tuple[bool, bool] = await _in_pool(_verify, stored_hash, password)
+    return result
+
+
+# The hash of a random secret nobody knows, with the current parameters: verifying against it
+# costs what a real verification costs. Rebuilt at first use if the parameters change.
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=19456,t=2,p=1$DAAU1eZ9Wbi2snNZIjiLRw"
+    "$eNaoJ7JXJDwYnvc7MpBIC6ylQmqV+Qlpp7lg++YMiuM"
+)
+_dummy_hash: str | None = None
+
+
+async def burn_password_check(password: str) -> None:
+    """Spend what a real verification costs (unknown email): login timing reveals nothing."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        if PASSWORD_HASHER.check_needs_rehash(_DUMMY_HASH):
+            _dummy_hash = await hash_password(secrets.token_urlsafe(24))
+        else:
+            _dummy_hash = _DUMMY_HASH
+    await verify_password(_dummy_hash, password)
+
+
+_POLICY_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("must contain at least one upper-case letter", lambda p: any(c.isupper() for c in p)),
+    ("must contain at least one lower-case letter", lambda p: any(c.islower() for c in p)),
+    ("must contain at least one digit", lambda p: any(c.isdigit() for c in p)),
+    (
+        "must contain at least one character that is not a letter or digit",
+        lambda p: any(not c.isalnum() for c in p),
+    ),
+)
+
+
+def password_problems(password: str, email: str | None = None) -> list[str]:
+    """Every failed rule of the password policy (api-contracts §3), in a stable order."""
+    problems = []
+    if len(password) < PASSWORD_MIN:
+        problems.append(f"must be at least {PASSWORD_MIN} characters")
+    if len(password) > PASSWORD_MAX:
+        problems.append(f"must be at most {PASSWORD_MAX} characters")
+    problems.extend(message for message, ok in _POLICY_RULES if not ok(password))
+    if email and password.strip().lower() == email.strip().lower():
+        problems.append("must not be the email address")
+    return problems
+
+
+def check_password_policy(password: str, email: str | None, field: str = "password") -> None:
+    """400 VALIDATION_ERROR with one `details` entry per failed rule."""
+    problems = password_problems(password, email)
+    if problems:
+        details = [{"field": field, "message": message} for message in problems]
+        raise AppError("VALIDATION_ERROR", f"{field}: {problems[0]}", details=details)

@@ -1,4 +1,4 @@
-"""core.security: password policy, hashing parameters, token codec (forged tokens)."""
+"""core.passwords, core.tokens: password policy, hashing parameters, token codec (forged tokens)."""
 
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ def create_service_app(
     app.state.settings = settings
     app.state.workers = all_workers
     app.state.event_handlers = handlers
-    # Redis down: every service decides revocation from the database (core.security).
+    # Redis down: every service decides revocation from the database (core.revocation).
     app.state.revocation_fallback = db_revocation_fallback
     install_error_handlers(app)
     health = HealthChecks(

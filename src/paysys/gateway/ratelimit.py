@@ -3,7 +3,7 @@
 The script runs inside Redis, so concurrent requests from any number of gateway processes are
 serialised there: a window never admits more than its limit. Time comes from Redis (`TIME`),
 so the clocks of the gateway hosts do not matter. For an authenticated request the same script
-first checks the token's revocation marks (the keys of `paysys.core.security`), so the edge
+first checks the token's revocation marks (the keys of `paysys.core.revocation`), so the edge
 check costs one Redis round trip in all.
 
 When Redis cannot answer, the gateway fails open to a per-process limiter (logged and counted)

@@ -15,10 +15,11 @@ import typer
 from rich.console import Console
 
 from paysys.cli.infra import state_dir
+from paysys.cli.typerapp import typer_app
 from paysys.core.config import Settings
 
 console = Console(width=140)
-app = typer.Typer(
+app = typer_app(
     help="Call the API through the gateway: register, login, list and create payments.",
     no_args_is_help=True,
 )

@@ -12,10 +12,11 @@ from rich.table import Table
 
 from paysys import SERVICES
 from paysys.cli.dev import service_url
+from paysys.cli.typerapp import typer_app
 from paysys.core.config import Settings
 
 console = Console(width=140)
-app = typer.Typer(help="Checks against running services.", no_args_is_help=True)
+app = typer_app(help="Checks against running services.", no_args_is_help=True)
 
 
 def probe(name: str, base_url: str, timeout: float = 5.0) -> dict[str, Any]:

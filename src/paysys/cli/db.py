@@ -10,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from paysys.cli.typerapp import typer_app
 from paysys.core.config import Settings
 
 console = Console()
-app = typer.Typer(
+app = typer_app(
     help="Database: generate/apply migrations, seed, studio GUI, reset, format, validate.",
     no_args_is_help=True,
 )

@@ -11,9 +11,10 @@ from typing import Any
 
 import typer
 
+from paysys.cli.typerapp import typer_app
 from paysys.core.config import Settings, get_settings
 
-app = typer.Typer(help="Event hub: live feed, dead letters, outbox and consumer status.")
+app = typer_app(help="Event hub: live feed, dead letters, outbox and consumer status.")
 
 
 def _patterns(types: list[str] | None) -> list[str]:

@@ -38,10 +38,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from paysys.cli.typerapp import typer_app
 from paysys.core.config import Settings
 
 console = Console()
-app = typer.Typer(
+app = typer_app(
     help="PostgreSQL and Redis for development: start, stop, status, logs.",
     no_args_is_help=True,
 )

@@ -23,10 +23,11 @@ from paysys.cli import db as db_cli
 from paysys.cli import events as events_cli
 from paysys.cli import infra as infra_cli
 from paysys.cli import worker as worker_cli
+from paysys.cli.typerapp import typer_app
 
 console = Console()
 
-app = typer.Typer(
+app = typer_app(
     name="paysys",
     help="paysys developer workflow: infrastructure, database, dev servers, build, tests, checks.",
     no_args_is_help=True,

@@ -16,10 +16,11 @@ from collections.abc import Callable
 import typer
 
 from paysys import SERVICES
+from paysys.cli.typerapp import typer_app
 from paysys.core.config import Settings, get_settings
 from paysys.core.runtime import Worker
 
-app = typer.Typer(
+app = typer_app(
     help="Run a service's background workers (outbox relay, event consumer, ...) without HTTP.",
     no_args_is_help=True,
     # `paysys worker auth --metrics-port 9100`: options may follow the service name.

@@ -98,15 +98,15 @@ async def hammer(
 
 
 async def seed_users(settings: Settings, count: int) -> list[str]:
-    from paysys.auth import users
     from paysys.core.runtime import Runtime
+    from paysys.users import accounts
 
     runtime = Runtime.create(settings)
     emails = [f"bench-{i}@example.com" for i in range(count)]
     try:
         async with runtime.sessionmaker() as session:
             for email in emails:
-                await users.create_user(
+                await accounts.create_user(
                     session,
                     email=email,
                     password=PASSWORD,

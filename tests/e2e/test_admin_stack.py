@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from paysys.auth import users
+from paysys.users import accounts
 from tests.integration.test_admin_access import ADMIN_ROUTES
 from tests.support.admin import poll
 from tests.support.auth import PASSWORD, bearer, register, runtime, unique_email
@@ -24,7 +24,7 @@ from tests.support.servers import Stack
 async def _admin_token(auth: httpx.AsyncClient) -> tuple[str, str]:
     email = unique_email("e2e-admin")
     async with runtime() as rt, rt.sessionmaker() as session:
-        user = await users.create_user(
+        user = await accounts.create_user(
             session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
         )
         await session.commit()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import jwt
 
-from paysys.auth import users
+from paysys.users import accounts
 from tests.support.auth import OTHER_PASSWORD, PASSWORD, bearer, runtime, unique_email
 from tests.support.servers import RedisServer, Stack
 
@@ -30,7 +30,7 @@ async def _register(auth: httpx.AsyncClient, **extra: Any) -> dict[str, Any]:
 async def _admin_token(auth: httpx.AsyncClient) -> str:
     email = unique_email("e2e-admin")
     async with runtime() as rt, rt.sessionmaker() as session:
-        await users.create_user(
+        await accounts.create_user(
             session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
         )
         await session.commit()

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 from sqlalchemy import select
 
-from paysys.auth import users
 from paysys.profile.models import Profile
+from paysys.users import accounts
 from tests.support.auth import PASSWORD, bearer, runtime, unique_email
 from tests.support.servers import Stack
 
@@ -35,7 +35,7 @@ async def _profiles(user_id: str) -> list[Profile]:
 async def _admin_token(client: httpx.AsyncClient) -> str:
     email = unique_email("profile-admin")
     async with runtime() as rt, rt.sessionmaker() as session:
-        await users.create_user(
+        await accounts.create_user(
             session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
         )
         await session.commit()

@@ -232,10 +232,10 @@ async def _start(stack: AsyncExitStack, service: str, **overrides: object) -> ht
 
 async def _produce(count: int) -> list[uuid.UUID]:
     """`count` events committed through the shared user domain (the real producers)."""
-    from paysys.auth import users as domain
     from paysys.core.config import get_settings
     from paysys.core.db import create_engine, create_sessionmaker
     from paysys.core.events.outbox import emit
+    from paysys.users import accounts
 
     engine = create_engine(get_settings())
     ids = []
@@ -248,7 +248,7 @@ async def _produce(count: int) -> list[uuid.UUID]:
                     {"key": "maintenance.message", "oldValue": "", "newValue": f"m{i}"},
                 )
                 ids.append(evt.id)
-            user = await domain.create_user(
+            user = await accounts.create_user(
                 session,
                 email=f"catchup-{uuid.uuid4().hex[:6]}@example.com",
                 password="TestPassword123!",

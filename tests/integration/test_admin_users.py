@@ -15,6 +15,7 @@ from tests.support.admin import (
     fetch,
     insert_payment,
     insert_user,
+    session_token,
     token_for,
 )
 
@@ -176,6 +177,29 @@ async def test_detail_has_profile_and_payment_stats(client) -> None:  # type: ig
     assert profile["userId"] == str(customer["id"]) and profile["bio"] == "hi"
     assert profile["preferences"]["theme"] == "dark"
     assert profile["preferences"]["notifications"] == {"email": True, "push": False, "sms": False}
+
+
+async def test_detail_profile_is_the_profile_services_view(  # type: ignore[no-untyped-def]
+    client, app_client
+) -> None:
+    """The admin detail shows the profile exactly as the profile service answers its owner
+    (same fields, same preference defaults and merge), only without the nested `user`."""
+    _, headers = await admin_and_token()
+    customer = await insert_user(role="CUSTOMER")
+    profile_client = await app_client("profile")
+    own = bearer(await session_token(customer))
+    for path, body in (
+        ("/api/profile", {"bio": "hello", "phoneNumber": "+14155550100"}),
+        ("/api/profile/preferences", {"language": "fr", "notifications": {"sms": True}}),
+    ):
+        r = await profile_client.put(path, headers=own, json=body)
+        assert r.status_code == 200, r.text
+    mine = (await profile_client.get("/api/profile", headers=own)).json()["data"]
+    assert mine.pop("user")["id"] == str(customer["id"])
+    r = await client.get(f"/api/admin/users/{customer['id']}", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["profile"] == mine
+    assert mine["preferences"]["notifications"] == {"email": True, "push": False, "sms": True}
 
 
 async def test_detail_unknown_and_malformed_ids_are_404(client) -> None:  # type: ignore[no-untyped-def]

@@ -14,9 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from paysys.auth import users
-from paysys.auth.models import AuthSession, LoginThrottle, User
+from paysys.auth.models import AuthSession, LoginThrottle
 from paysys.core.events.models import OutboxEvent
+from paysys.users import accounts
+from paysys.users.models import User
 from tests.support.auth import (
     OTHER_PASSWORD,
     PASSWORD,
@@ -216,10 +217,10 @@ async def test_login_failures_answer_alike(app_client: Any) -> None:
     await register(client, email=email)
     off = await register(client, email=inactive)
     async with runtime() as rt, rt.sessionmaker() as session:
-        admin = await users.create_user(
+        admin = await accounts.create_user(
             session, email=unique_email(), password=PASSWORD, name="A", role="ADMIN", via="admin"
         )
-        await users.set_active(session, rt.redis, off["user"]["id"], False, actor_id=admin.id)
+        await accounts.set_active(session, rt.redis, off["user"]["id"], False, actor_id=admin.id)
         await session.commit()
     answers = [
         await login(client, unique_email()),  # unknown email

@@ -14,13 +14,14 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from paysys.auth import users
-from paysys.auth.models import AuthSession, RevokedAccessToken, User
+from paysys.auth.models import AuthSession, RevokedAccessToken
 from paysys.auth.seed import SEED_PASSWORD, seed
 from paysys.auth.workers import revocation_sync, sync_once
 from paysys.core.config import Settings
 from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY
 from paysys.core.tokens import TokenCodec
+from paysys.users import accounts
+from paysys.users.models import User
 from tests.support.auth import PASSWORD, bearer, login, register, runtime, unique_email
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -45,7 +46,7 @@ async def _me(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 async def _admin_id() -> uuid.UUID:
     async with runtime() as rt, rt.sessionmaker() as session:
-        admin = await users.create_user(
+        admin = await accounts.create_user(
             session,
             email=unique_email("admin"),
             password=PASSWORD,
@@ -142,7 +143,7 @@ async def test_role_change_revokes_access_and_shows_in_next_refresh(app_client: 
     data = await register(client)
     admin_id = await _admin_id()
     async with runtime() as rt, rt.sessionmaker() as session:
-        await users.change_role(
+        await accounts.change_role(
             session, rt.redis, uuid.UUID(data["user"]["id"]), "VENDOR", actor_id=admin_id
         )
         await session.commit()
@@ -160,10 +161,12 @@ async def test_deactivation_and_deletion_stop_tokens_at_once(app_client: Any) ->
     one, two = await register(client), await register(client)
     admin_id = await _admin_id()
     async with runtime() as rt, rt.sessionmaker() as session:
-        await users.set_active(
+        await accounts.set_active(
             session, rt.redis, uuid.UUID(one["user"]["id"]), False, actor_id=admin_id
         )
-        await users.delete_user(session, rt.redis, uuid.UUID(two["user"]["id"]), actor_id=admin_id)
+        await accounts.delete_user(
+            session, rt.redis, uuid.UUID(two["user"]["id"]), actor_id=admin_id
+        )
         await session.commit()
     for data in (one, two):
         assert _code(await _me(client, data["accessToken"])) == "TOKEN_INVALID"
@@ -299,7 +302,7 @@ async def test_redis_down_uses_the_database(app_client: Any, redis_server: Any) 
         assert (await _me(client, second["accessToken"])).status_code == 401  # session ended
         # Revoked during the outage (Redis cannot be written): refused anyway.
         async with runtime() as rt, rt.sessionmaker() as session:
-            await users.change_role(
+            await accounts.change_role(
                 session, rt.redis, uuid.UUID(demoted["user"]["id"]), "VENDOR", actor_id=admin_id
             )
             await session.commit()

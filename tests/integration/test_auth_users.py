@@ -1,4 +1,4 @@
-"""The shared user domain (paysys.auth.users) against real PostgreSQL and Redis."""
+"""The shared user accounts domain (paysys.users.accounts) against real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import uuid
 import pytest
 from sqlalchemy import func, select, update
 
-from paysys.auth import users
-from paysys.auth.models import AuthSession, User
+from paysys.auth.models import AuthSession
 from paysys.core.errors import AppError
 from paysys.core.events.models import OutboxEvent
 from paysys.core.passwords import verify_password
 from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_SID_KEY
+from paysys.users import accounts
+from paysys.users.models import User
 from tests.support.auth import PASSWORD, runtime, unique_email
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 
 
 async def _create(session, role: str = "CUSTOMER", email: str | None = None) -> User:  # type: ignore[no-untyped-def]
-    return await users.create_user(
+    return await accounts.create_user(
         session, email=email or unique_email(), password=PASSWORD, name="N", role=role, via="admin"
     )
 
@@ -32,7 +33,7 @@ async def _events(session, type_: str) -> list[dict]:  # type: ignore[no-untyped
 
 async def test_create_user_hashes_emits_and_rejects_duplicates() -> None:
     async with runtime() as rt, rt.sessionmaker() as session:
-        user = await users.create_user(
+        user = await accounts.create_user(
             session,
             email="  Mixed.Case@Example.COM ",
             password=PASSWORD,
@@ -44,7 +45,7 @@ async def test_create_user_hashes_emits_and_rejects_duplicates() -> None:
         assert user.email == "mixed.case@example.com" and user.name == "Ann"
         assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
         assert (await verify_password(user.password_hash, PASSWORD)) == (True, False)
-        data = users.user_json(user)
+        data = accounts.user_json(user)
         assert set(data) == {
             "id",
             "email",
@@ -67,7 +68,7 @@ async def test_create_user_hashes_emits_and_rejects_duplicates() -> None:
 async def test_create_user_policy_reports_every_rule() -> None:
     async with runtime() as rt, rt.sessionmaker() as session:
         with pytest.raises(AppError) as exc:
-            await users.create_user(
+            await accounts.create_user(
                 session,
                 email=unique_email(),
                 password="short",
@@ -85,7 +86,7 @@ async def test_create_user_policy_reports_every_rule() -> None:
         ]
         assert all(d["field"] == "password" for d in exc.value.details)
         with pytest.raises(AppError) as bad_role:
-            await users.create_user(
+            await accounts.create_user(
                 session,
                 email=unique_email(),
                 password=PASSWORD,
@@ -119,20 +120,24 @@ async def test_change_role_guards_revocation_and_event() -> None:
         customer_id = (await _create(session)).id
         await session.commit()
         with pytest.raises(AppError) as exc:
-            await users.change_role(session, rt.redis, admin_id, "CUSTOMER", actor_id=admin_id)
+            await accounts.change_role(session, rt.redis, admin_id, "CUSTOMER", actor_id=admin_id)
         assert exc.value.code == "CANNOT_MODIFY_SELF"
         await session.rollback()
         with pytest.raises(AppError) as last:
-            await users.change_role(session, rt.redis, admin_id, "CUSTOMER", actor_id=customer_id)
+            await accounts.change_role(
+                session, rt.redis, admin_id, "CUSTOMER", actor_id=customer_id
+            )
         assert last.value.code == "LAST_ADMIN"
         await session.rollback()
-        same = await users.change_role(session, rt.redis, admin_id, "ADMIN", actor_id=admin_id)
+        same = await accounts.change_role(session, rt.redis, admin_id, "ADMIN", actor_id=admin_id)
         assert same.role == "ADMIN"
         with pytest.raises(AppError) as promote_self:
-            await users.change_role(session, rt.redis, customer_id, "ADMIN", actor_id=customer_id)
+            await accounts.change_role(
+                session, rt.redis, customer_id, "ADMIN", actor_id=customer_id
+            )
         assert promote_self.value.code == "CANNOT_MODIFY_SELF"
         await session.rollback()
-        updated = await users.change_role(
+        updated = await accounts.change_role(
             session, rt.redis, customer_id, "VENDOR", actor_id=admin_id
         )
         await session.commit()
@@ -154,7 +159,9 @@ async def test_two_admins_demoting_each_other_leaves_one() -> None:
         async def demote(target: uuid.UUID, actor: uuid.UUID) -> str:
             async with rt.sessionmaker() as session:
                 try:
-                    await users.change_role(session, rt.redis, target, "CUSTOMER", actor_id=actor)
+                    await accounts.change_role(
+                        session, rt.redis, target, "CUSTOMER", actor_id=actor
+                    )
                     await session.commit()
                     return "ok"
                 except AppError as exc:
@@ -163,7 +170,7 @@ async def test_two_admins_demoting_each_other_leaves_one() -> None:
         async def deactivate(target: uuid.UUID, actor: uuid.UUID) -> str:
             async with rt.sessionmaker() as session:
                 try:
-                    await users.set_active(session, rt.redis, target, False, actor_id=actor)
+                    await accounts.set_active(session, rt.redis, target, False, actor_id=actor)
                     await session.commit()
                     return "ok"
                 except AppError as exc:
@@ -203,9 +210,9 @@ async def test_deactivate_ends_sessions_and_delete_frees_email() -> None:
             )
         )
         await session.commit()
-        same = await users.set_active(session, rt.redis, user.id, True, actor_id=admin.id)
+        same = await accounts.set_active(session, rt.redis, user.id, True, actor_id=admin.id)
         assert same.is_active
-        off = await users.set_active(
+        off = await accounts.set_active(
             session, rt.redis, user.id, False, actor_id=admin.id, reason="  fraud "
         )
         await session.commit()
@@ -215,22 +222,22 @@ async def test_deactivate_ends_sessions_and_delete_frees_email() -> None:
         assert await rt.redis.get(REVOKED_SID_KEY.format(sid)) == "1"
         (event,) = await _events(session, "user.status_changed")
         assert event["data"] == {"userId": str(user.id), "isActive": False, "reason": "fraud"}
-        on = await users.set_active(session, rt.redis, user.id, True, actor_id=admin.id)
+        on = await accounts.set_active(session, rt.redis, user.id, True, actor_id=admin.id)
         await session.commit()
         assert on.is_active
 
         user_id = user.id
-        await users.delete_user(session, rt.redis, user_id, actor_id=admin.id)
+        await accounts.delete_user(session, rt.redis, user_id, actor_id=admin.id)
         await session.commit()
         with pytest.raises(AppError) as gone:
-            await users.get_user(session, user_id)
+            await accounts.get_user(session, user_id)
         assert gone.value.code == "USER_NOT_FOUND"
         again = await _create(session, email=email)  # the email is free again
         await session.commit()
         assert again.id != user_id
         admin_id = admin.id
         with pytest.raises(AppError) as self_delete:
-            await users.delete_user(session, rt.redis, admin_id, actor_id=admin_id)
+            await accounts.delete_user(session, rt.redis, admin_id, actor_id=admin_id)
         assert self_delete.value.code == "CANNOT_MODIFY_SELF"
         await session.rollback()
         (deleted,) = await _events(session, "user.deleted")
@@ -244,14 +251,16 @@ async def test_update_user_changes_and_duplicate() -> None:
         user = await _create(session)
         old_email, user_id = user.email, user.id
         await session.commit()
-        unchanged = await users.update_user(session, rt.redis, user_id, actor_id=None, name="N")
+        unchanged = await accounts.update_user(session, rt.redis, user_id, actor_id=None, name="N")
         assert unchanged.name == "N"
         with pytest.raises(AppError) as dup:
-            await users.update_user(session, rt.redis, user_id, actor_id=None, email=taken.upper())
+            await accounts.update_user(
+                session, rt.redis, user_id, actor_id=None, email=taken.upper()
+            )
         assert dup.value.code == "EMAIL_EXISTS"
         await session.rollback()
         new_email = unique_email()
-        updated = await users.update_user(
+        updated = await accounts.update_user(
             session, rt.redis, user_id, actor_id=None, name="New", email=new_email.upper()
         )
         await session.commit()
@@ -262,7 +271,7 @@ async def test_update_user_changes_and_duplicate() -> None:
             "email": {"old": old_email, "new": new_email},
         }
         with pytest.raises(AppError) as missing:
-            await users.update_user(session, rt.redis, uuid.uuid4(), actor_id=None, name="x")
+            await accounts.update_user(session, rt.redis, uuid.uuid4(), actor_id=None, name="x")
         assert missing.value.code == "USER_NOT_FOUND"
 
 
@@ -273,7 +282,7 @@ async def test_revocation_with_redis_down_still_revokes_in_db(redis_server) -> N
         await session.commit()
         redis_server.stop()
         try:
-            changed = await users.change_role(
+            changed = await accounts.change_role(
                 session, rt.redis, user.id, "VENDOR", actor_id=admin.id
             )
             await session.commit()

@@ -85,15 +85,15 @@ def _in_thread(coro_factory: Any) -> Any:
 
 
 async def _create_accounts() -> dict[str, Account]:
-    from paysys.auth import users
     from paysys.core.runtime import Runtime
+    from paysys.users.accounts import create_user
 
     runtime = Runtime.create(get_settings())
     accounts: dict[str, Account] = {}
     try:
         async with runtime.sessionmaker() as session:
             for role in ("CUSTOMER", "VENDOR", "ADMIN"):
-                user = await users.create_user(
+                user = await create_user(
                     session,
                     email=f"contract-{role.lower()}-{uuid.uuid4().hex[:8]}@example.com",
                     password=PASSWORD,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import insert, select
 
-from paysys.auth.models import User
 from paysys.core.events.models import OutboxEvent
 from paysys.profile import seed
 from paysys.profile.models import Profile
+from paysys.users.models import User
 from tests.support.auth import runtime
 
 pytestmark = pytest.mark.usefixtures("clean_state")

@@ -11,12 +11,13 @@ import httpx
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from paysys.auth.models import AuthSession, User
+from paysys.auth.models import AuthSession
 from paysys.core.config import Settings, get_settings
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.events.models import OutboxEvent
 from paysys.core.tokens import TokenCodec
 from paysys.profile.models import Profile
+from paysys.users.models import User
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The admin user-write wrapper: a deadlocked attempt is rolled back and redone; other database
-errors are not retried."""
+"""The admin service's write transaction (`commit_with_retry`): a deadlocked attempt is rolled
+back and redone; other database errors are not retried."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from paysys.admin.api import _write
+from paysys.admin.service import commit_with_retry
 
 
 class FakeSession:
@@ -43,7 +43,7 @@ async def test_deadlock_is_retried_then_committed() -> None:
             raise db_error("40P01")
         return "done"
 
-    assert await _write(session, operation) == "done"  # type: ignore[arg-type]
+    assert await commit_with_retry(session, operation) == "done"  # type: ignore[arg-type]
     assert len(calls) == 3 and session.rollbacks == 2 and session.commits == 1
 
 
@@ -54,7 +54,7 @@ async def test_gives_up_after_three_attempts() -> None:
         raise db_error("40001")
 
     with pytest.raises(DBAPIError):
-        await _write(session, operation)  # type: ignore[arg-type]
+        await commit_with_retry(session, operation)  # type: ignore[arg-type]
     assert session.rollbacks == 3 and session.commits == 0
 
 
@@ -67,5 +67,5 @@ async def test_other_database_errors_are_not_retried() -> None:
         raise db_error("23505")
 
     with pytest.raises(DBAPIError):
-        await _write(session, operation)  # type: ignore[arg-type]
+        await commit_with_retry(session, operation)  # type: ignore[arg-type]
     assert len(calls) == 1 and session.rollbacks == 1

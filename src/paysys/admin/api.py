@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.admin import audit, config_service, users_service
+from paysys.admin import audit, service
 from paysys.admin.schemas import (
     AuditSort,
     CreateUserBody,
@@ -27,15 +24,11 @@ from paysys.admin.schemas import (
     UserSort,
     parse_bool,
 )
-from paysys.admin.stats import system_stats
-from paysys.admin.system_health import system_health
-from paysys.auth import users as domain
 from paysys.core import money
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok, page_of
 from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.http import parse_uuid
-from paysys.core.logging import get_logger
 from paysys.core.querydates import parse_range
 from paysys.core.security import AdminUser
 from paysys.payments import service as payments_service
@@ -43,8 +36,6 @@ from paysys.payments.db import connect, dumps
 from paysys.payments.schemas import LIST_QUERY_DOCS, parse_list_query
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
-log = get_logger("paysys.admin")
-T = TypeVar("T")
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -52,28 +43,6 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 def _user_id(value: str) -> uuid.UUID:
     return parse_uuid(value, "USER_NOT_FOUND", "User not found")
-
-
-# PostgreSQL aborts one of two transactions that lock the same admin rows in opposite order
-# (e.g. two admins demoting each other at once): deadlock_detected / serialization_failure.
-_RETRYABLE = {"40P01", "40001"}
-_ATTEMPTS = 3
-
-
-async def _write(session: AsyncSession, operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a user-domain write and commit; a deadlocked attempt is rolled back and redone
-    (the retry re-reads everything, so guards see the winner's committed state)."""
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            result = await operation()
-            await session.commit()
-            return result
-        except DBAPIError as exc:
-            await session.rollback()
-            if getattr(exc.orig, "sqlstate", None) not in _RETRYABLE or attempt == _ATTEMPTS:
-                raise
-            log.info("retrying admin write after a lock conflict", attempt=attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _known_params(request: Request, allowed: frozenset[str]) -> None:
@@ -120,61 +89,45 @@ async def list_users(
     include_deleted: Annotated[str | None, Query(alias="includeDeleted", max_length=5)] = None,
 ) -> dict[str, Any]:
     _known_params(request, _USER_PARAMS)
-    users, total = await users_service.list_users(
-        session,
-        page=page,
-        limit=limit,
-        sort=sort,
-        order=order,
+    filters = service.UserFilters(
         role=role,
         is_active=parse_bool("isActive", is_active),
         search=(search or "").strip() or None,
         include_deleted=bool(parse_bool("includeDeleted", include_deleted)),
+    )
+    users, total = await service.list_users(
+        session, filters, page=page, limit=limit, sort=sort, order=order
     )
     return ok(page_of("users", users, page=page, limit=limit, total=total))
 
 
 @router.get("/users/{user_id}", summary="A user with profile and payment counts")
 async def get_user(user_id: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok(await users_service.user_detail(session, _user_id(user_id)))
+    return ok(await service.user_detail(session, _user_id(user_id)))
 
 
-# --- users (writes: the shared user domain of paysys.auth.users) ---------------------------------
+# --- users (writes: paysys.users.accounts, the code path auth uses) -----------------------------
 
 
 @router.post("/users", status_code=201, summary="Create a user (same policy as registration)")
 async def create_user(
     body: CreateUserBody, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
-    user = await domain.create_user(
-        session,
-        email=body.email,
-        password=body.password,
-        name=body.name,
-        role=body.role,
-        via="admin",
-        actor_id=admin.id,
-    )
-    await session.commit()
-    return ok(users_service.user_json(user))
+    return ok(await service.create_user(session, body, actor_id=admin.id))
 
 
 async def _update_user(
     user_id: str, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    target = _user_id(user_id)
-    user = await _write(
+    user = await service.update_user(
         session,
-        lambda: domain.update_user(
-            session,
-            request.app.state.redis,
-            target,
-            actor_id=admin.id,
-            name=body.name,
-            email=body.email,
-        ),
+        request.app.state.redis,
+        _user_id(user_id),
+        actor_id=admin.id,
+        name=body.name,
+        email=body.email,
     )
-    return ok(users_service.user_json(user))
+    return ok(user)
 
 
 router.add_api_route(
@@ -192,14 +145,10 @@ router.add_api_route(
 async def _change_role(
     user_id: str, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    target = _user_id(user_id)
-    user = await _write(
-        session,
-        lambda: domain.change_role(
-            session, request.app.state.redis, target, body.role, actor_id=admin.id
-        ),
+    user = await service.change_role(
+        session, request.app.state.redis, _user_id(user_id), body.role, actor_id=admin.id
     )
-    return ok(users_service.user_json(user))
+    return ok(user)
 
 
 router.add_api_route(
@@ -218,19 +167,15 @@ router.add_api_route(
 async def set_status(
     user_id: str, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    target = _user_id(user_id)
-    user = await _write(
+    user = await service.set_status(
         session,
-        lambda: domain.set_active(
-            session,
-            request.app.state.redis,
-            target,
-            body.is_active,
-            actor_id=admin.id,
-            reason=body.reason,
-        ),
+        request.app.state.redis,
+        _user_id(user_id),
+        body.is_active,
+        actor_id=admin.id,
+        reason=body.reason,
     )
-    return ok(users_service.user_json(user))
+    return ok(user)
 
 
 @router.delete(
@@ -239,10 +184,8 @@ async def set_status(
 async def delete_user(
     user_id: str, admin: AdminUser, session: SessionDep, request: Request
 ) -> Response:
-    target = _user_id(user_id)
-    await _write(
-        session,
-        lambda: domain.delete_user(session, request.app.state.redis, target, actor_id=admin.id),
+    await service.delete_user(
+        session, request.app.state.redis, _user_id(user_id), actor_id=admin.id
     )
     return Response(status_code=204)
 
@@ -287,7 +230,7 @@ async def list_audit_logs(
     _known_params(request, _AUDIT_PARAMS)
     if action:
         action = action.strip().upper()
-        if not _ACTION_RE.match(action) or action not in await audit.known_actions(session):
+        if not _ACTION_RE.match(action) or action not in await service.audit_actions(session):
             raise ValidationFailed("action", "must be one of GET /api/admin/audit-logs/actions")
     actor = None
     if actor_id:
@@ -310,7 +253,7 @@ async def list_audit_logs(
         start=period.start,
         end=period.end_exclusive,
     )
-    logs, total = await audit.list_audit_logs(
+    logs, total = await service.list_audit_logs(
         session, filters, page=page, limit=limit, sort=sort, order=order
     )
     return ok(page_of("auditLogs", logs, page=page, limit=limit, total=total))
@@ -318,7 +261,7 @@ async def list_audit_logs(
 
 @router.get("/audit-logs/actions", summary="Every audit action")
 async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok({"actions": await audit.known_actions(session)})
+    return ok({"actions": await service.audit_actions(session)})
 
 
 # --- stats --------------------------------------------------------------------------------------
@@ -332,7 +275,7 @@ async def stats(
     days: Annotated[int, Query(ge=1, le=365)] = 30,
 ) -> dict[str, Any]:
     _known_params(request, frozenset({"days"}))
-    return ok(await system_stats(session, days))
+    return ok(await service.stats(session, days))
 
 
 # --- system health ------------------------------------------------------------------------------
@@ -342,7 +285,7 @@ async def stats(
 async def health(request: Request, admin: AdminUser) -> dict[str, Any]:
     app = request.app
     return ok(
-        await system_health(app.state.runtime, app.state.settings, app.state.health.started_at)
+        await service.health(app.state.runtime, app.state.settings, app.state.health.started_at)
     )
 
 
@@ -351,7 +294,7 @@ async def health(request: Request, admin: AdminUser) -> dict[str, Any]:
 
 @router.get("/config", summary="Every configuration key with its value")
 async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok({"config": await config_service.list_entries(session)})
+    return ok({"config": await service.config_list(session)})
 
 
 async def _json_body(request: Request) -> Any:
@@ -407,20 +350,20 @@ async def put_config(request: Request, admin: AdminUser, session: SessionDep) ->
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ValidationFailed("body", "must be an object of configuration keys and values")
-    entries = await config_service.update(session, body, admin.id)
+    entries = await service.update_config(session, body, admin.id)
     return ok({"config": entries})
 
 
 @router.get("/config/{key}", summary="One configuration key")
 async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok(await config_service.get_entry(session, key))
+    return ok(await service.config_entry(session, key))
 
 
 @router.put("/config/{key}", summary="Set one configuration key", openapi_extra=_CONFIG_VALUE_DOC)
 async def put_config_key(
     key: str, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
-    config_service.require_key(key)
+    service.require_config_key(key)
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ValidationFailed("body", "must be an object with a value")
@@ -429,5 +372,5 @@ async def put_config_key(
         raise ValidationFailed(unknown[0], "unknown field")
     if "value" not in body:
         raise ValidationFailed("value", "is required")
-    entries = await config_service.update(session, {key: body["value"]}, admin.id)
+    entries = await service.update_config(session, {key: body["value"]}, admin.id)
     return ok(entries[0])

@@ -17,9 +17,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.admin.models import AuditLog
-from paysys.auth.models import User
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.timefmt import iso_or_none
+from paysys.users.models import User
 
 # The UPPER_SNAKE actions of api-contracts §5, in the contract's order.
 ACTIONS: tuple[str, ...] = (

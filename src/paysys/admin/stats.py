@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth.models import User
 from paysys.core.money import format_minor
 from paysys.core.timefmt import iso_z
 from paysys.core.tokens import ROLES
 from paysys.payments.models import Payment
 from paysys.payments.states import STATUSES
+from paysys.users.models import User
 
 
 def _utc_day(column: Any) -> Any:

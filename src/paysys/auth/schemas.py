@@ -2,7 +2,7 @@
 
 Passwords are not trimmed (spaces are legal characters) and their length is capped generously
 here, so the policy can report "at most 128 characters" as one of its `details`; emails are
-checked and lower-cased by the user domain (`paysys.auth.users`).
+checked and lower-cased by the user accounts domain (`paysys.users.accounts`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth import users
-from paysys.auth.models import User
+from paysys.users import accounts
+from paysys.users.models import User
 
 SEED_PASSWORD = "TestPassword123!"
 SEED_USERS = (
@@ -25,7 +25,7 @@ async def seed(session: AsyncSession) -> None:
         )
         if exists:
             continue
-        await users.create_user(
+        await accounts.create_user(
             session,
             email=email,
             password=SEED_PASSWORD,

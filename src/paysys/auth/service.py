@@ -19,8 +19,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth import lockout, users
-from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken, User
+from paysys.auth import lockout
+from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken
 from paysys.core.errors import AppError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from paysys.core.events.outbox import emit
 from paysys.core.logging import get_logger
@@ -28,6 +28,8 @@ from paysys.core.passwords import burn_password_check, hash_password, verify_pas
 from paysys.core.revocation import revoke_session, revoke_token
 from paysys.core.timefmt import iso_z
 from paysys.core.tokens import Principal, TokenCodec, now_ms, token_hash
+from paysys.users import accounts
+from paysys.users.models import User
 
 log = get_logger("paysys.auth.service")
 
@@ -136,12 +138,12 @@ async def register(
 ) -> dict[str, Any]:
     if role == "ADMIN":
         raise Forbidden("Registering as ADMIN is not allowed")
-    user = await users.create_user(
+    user = await accounts.create_user(
         session, email=email, password=password, name=name, role=role, via="register"
     )
     pair = await _open_session(session, codec, user, client)
     await session.commit()
-    return {"user": users.user_json(user), **pair}
+    return {"user": accounts.user_json(user), **pair}
 
 
 # --- login -------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ async def login(
 ) -> dict[str, Any]:
     """Unknown email, wrong password and deactivated account answer alike (401, same body,
     one argon2 verification each); the lockout counts all three."""
-    email = users.normalize_email(email)
+    email = accounts.normalize_email(email)
     now = utcnow()
     throttle = await _lock_account_key(session, email)
     wait = lockout.retry_after(_state(throttle), now)
@@ -253,7 +255,7 @@ async def login(
         actor_id=user.id,
     )
     await session.commit()
-    return {"user": users.user_json(user), **pair}
+    return {"user": accounts.user_json(user), **pair}
 
 
 # --- refresh -----------------------------------------------------------------------------
@@ -324,7 +326,7 @@ async def refresh(
 async def _mark_sessions_revoked(
     redis: Redis, sids: list[uuid.UUID], codec: TokenCodec, principal: Principal | None = None
 ) -> None:
-    """Redis marks, set just before commit (see paysys.auth.users). Redis down: the session
+    """Redis marks, set just before commit (see paysys.users.accounts). Redis down: the session
     rows still revoke (fallback) and the sync worker re-publishes the marks."""
     ttl = codec.access_ttl + 60
     try:
@@ -376,8 +378,8 @@ async def logout(
     if all_sessions:
         # Every token of the user issued until now dies: the per-user "not before" mark, which
         # the gateway checks at the edge too, plus every session's revoked flag.
-        user = await users.get_user(session, principal.id, lock=True)
-        await users.revoke_user(session, redis, user, end_sessions=True, reason="logout_all")
+        user = await accounts.get_user(session, principal.id, lock=True)
+        await accounts.revoke_user(session, redis, user, end_sessions=True, reason="logout_all")
     else:
         target = _sid(principal)
         if refresh_token:
@@ -412,8 +414,8 @@ async def logout(
 
 
 async def me(session: AsyncSession, principal: Principal) -> dict[str, Any]:
-    user = await users.get_user(session, principal.id)
-    return users.user_json(user)
+    user = await accounts.get_user(session, principal.id)
+    return accounts.user_json(user)
 
 
 async def change_password(
@@ -429,10 +431,10 @@ async def change_password(
     access token cannot be used to guess the password); then the policy. Every token and
     session of the user is revoked: all devices sign in again with the new password."""
     # Same lock order as login: the account's advisory lock first, then the user row.
-    email = users.normalize_email((await users.get_user(session, principal.id)).email)
+    email = accounts.normalize_email((await accounts.get_user(session, principal.id)).email)
     now = utcnow()
     throttle = await _lock_account_key(session, email)
-    user = await users.get_user(session, principal.id, lock=True)
+    user = await accounts.get_user(session, principal.id, lock=True)
     wait = lockout.retry_after(_state(throttle), now)
     if wait is not None:
         raise _locked(wait)
@@ -443,7 +445,7 @@ async def change_password(
         raise _invalid_credentials()
     if new_password == current_password:
         raise ValidationFailed("newPassword", "must differ from the current password")
-    await users.set_password(session, redis, user, new_password)
+    await accounts.set_password(session, redis, user, new_password)
     await emit(session, "user.password_changed", {"userId": str(user.id)}, actor_id=user.id)
     await session.commit()
 

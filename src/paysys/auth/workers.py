@@ -16,10 +16,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken, User
+from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken
 from paysys.core.logging import get_logger
 from paysys.core.revocation import revoke_session, revoke_token, revoke_user_tokens_before
 from paysys.core.runtime import Runtime
+from paysys.users.models import User
 
 log = get_logger("paysys.auth.workers")
 

@@ -10,6 +10,7 @@ from paysys.core.db import Base
 
 MODEL_MODULES = (
     "paysys.core.events.models",
+    "paysys.users.models",
     "paysys.auth.models",
     "paysys.core.sysconfig",
     "paysys.payments.models",

@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth.models import User
 from paysys.core.events.outbox import emit
 from paysys.profile.models import Profile
 from paysys.profile.service import (
@@ -16,6 +15,7 @@ from paysys.profile.service import (
     field_changes,
     merge_preferences,
 )
+from paysys.users.models import User
 
 SEED_PROFILES: dict[str, dict[str, Any]] = {
     "admin@example.com": {

@@ -13,13 +13,13 @@ from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth.models import User
 from paysys.core.errors import NotFound
 from paysys.core.events.outbox import emit
 from paysys.core.timefmt import iso_z
 from paysys.profile.cache import ProfileCache
 from paysys.profile.models import Profile
 from paysys.profile.schemas import DEFAULT_PREFERENCES, PreferencesUpdate, ProfileUpdate
+from paysys.users.models import User
 
 PERSONAL_FIELDS = ("phone_number", "address", "avatar_url", "bio")
 WIRE_NAMES = {
@@ -85,7 +85,7 @@ def changed_paths(
     return paths
 
 
-_COLUMNS = (
+_PROFILE_COLUMNS = (
     Profile.id,
     Profile.user_id,
     Profile.phone_number,
@@ -95,13 +95,12 @@ _COLUMNS = (
     Profile.preferences,
     Profile.created_at,
     Profile.updated_at,
-    User.email,
-    User.name,
-    User.role,
 )
+_COLUMNS = (*_PROFILE_COLUMNS, User.email, User.name, User.role)
 
 
-def to_json(row: Row[Any]) -> dict[str, Any]:
+def profile_json(row: Row[Any]) -> dict[str, Any]:
+    """The §6 profile without its `user` (preferences with the defaults filled in)."""
     return {
         "id": str(row.id),
         "userId": str(row.user_id),
@@ -112,8 +111,12 @@ def to_json(row: Row[Any]) -> dict[str, Any]:
         "preferences": merge_preferences(row.preferences),
         "createdAt": iso_z(row.created_at),
         "updatedAt": iso_z(row.updated_at),
-        "user": {"id": str(row.user_id), "email": row.email, "name": row.name, "role": row.role},
     }
+
+
+def to_json(row: Row[Any]) -> dict[str, Any]:
+    user = {"id": str(row.user_id), "email": row.email, "name": row.name, "role": row.role}
+    return {**profile_json(row), "user": user}
 
 
 async def _load(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = False) -> Row[Any]:
@@ -178,6 +181,14 @@ async def get_preferences(
     profile = await _read_through(session, ProfileCache(redis), user_id)
     preferences: dict[str, Any] = profile["preferences"]
     return preferences
+
+
+async def find_profile(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """The stored profile as `profile_json` shapes it, or None while it does not exist. Reads
+    only (no creation, no cache, no commit): for other services' views of a user (admin)."""
+    stmt = select(*_PROFILE_COLUMNS).where(Profile.user_id == user_id)
+    row = (await session.execute(stmt)).first()
+    return None if row is None else profile_json(row)
 
 
 async def _locked(session: AsyncSession, user_id: uuid.UUID) -> Row[Any]:

@@ -1,4 +1,5 @@
-"""System configuration as the admin API sees it: entries, validated updates, `config.updated`."""
+"""System configuration as the admin API sees it: entries, validated all-or-nothing changes,
+`config.updated`. Runs in the caller's transaction and never commits (`admin.service` does)."""
 
 from __future__ import annotations
 
@@ -54,12 +55,9 @@ def _invalid(problems: list[tuple[str, str]]) -> AppError:
     return AppError("VALIDATION_ERROR", f"{first['field']}: {first['message']}", details=details)
 
 
-async def update(
-    session: AsyncSession, changes: dict[str, Any], actor_id: uuid.UUID
-) -> list[dict[str, Any]]:
-    """Validate every change, apply all or nothing, emit one `config.updated` per changed key.
-
-    Returns the entries of the keys named in `changes` (in request order)."""
+async def apply(session: AsyncSession, changes: dict[str, Any], actor_id: uuid.UUID) -> None:
+    """Validate every change, write all of them or raise, emit one `config.updated` per changed
+    key. Takes a transaction-level advisory lock: concurrent writers serialise until commit."""
     problems: list[tuple[str, str]] = []
     canonical: dict[str, Any] = {}
     for key, raw in changes.items():
@@ -80,7 +78,6 @@ async def update(
     proposed = {**current, **canonical}
     broken = sysconfig.check_consistency(proposed)
     if broken is not None:
-        await session.rollback()
         raise _invalid([broken])
     for key, value in canonical.items():
         if current[key] == value:
@@ -99,15 +96,18 @@ async def update(
             {"key": key, "oldValue": current[key], "newValue": value},
             actor_id=actor_id,
         )
-    await session.commit()
+
+
+async def entries_of(session: AsyncSession, keys: list[str]) -> list[dict[str, Any]]:
+    """The entries of `keys` (known keys, in that order), re-read from the database."""
     rows = {
         row.key: row
         for row in (
             await session.scalars(
                 select(SystemConfig)
-                .where(SystemConfig.key.in_(changes))
+                .where(SystemConfig.key.in_(keys))
                 .execution_options(populate_existing=True)
             )
         ).all()
     }
-    return [_entry(key, rows.get(key)) for key in changes]
+    return [_entry(key, rows.get(key)) for key in keys]

@@ -1,8 +1,9 @@
-"""The user domain: one code path for policy, hashing, revocation and events.
+"""User accounts: one code path for policy, hashing, revocation and events.
 
-Used by the auth service (register, password change) and the admin service (create, update,
-role, status, delete). Every function runs inside the caller's session/transaction and never
-commits: the caller commits once, so the change and its outbox event land together.
+Used by the auth service (register, password change, logout everywhere) and the admin service
+(create, update, role, status, delete). Every function runs inside the caller's transaction and
+never commits: the caller's service layer commits once, so the change and its outbox event land
+together. Revocation ends the user's sessions too (`auth_sessions`, the auth service's table).
 
 Revocation ordering (commit-safe): the row changes are flushed first (taking the user's row
 lock, so a concurrent refresh waits and then reads the new row), then the "not before" instant
@@ -27,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth.models import AuthSession, User
+from paysys.auth.models import AuthSession
 from paysys.core.config import get_settings
 from paysys.core.errors import AppError, Conflict, NotFound, ValidationFailed
 from paysys.core.events.outbox import emit
@@ -36,8 +37,9 @@ from paysys.core.passwords import check_password_policy, hash_password
 from paysys.core.revocation import revoke_session, revoke_user_tokens_before
 from paysys.core.timefmt import iso_or_none
 from paysys.core.tokens import ROLES, now_ms
+from paysys.users.models import User
 
-log = get_logger("paysys.auth.users")
+log = get_logger("paysys.users.accounts")
 
 NAME_MAX = 100
 EMAIL_MAX = 254

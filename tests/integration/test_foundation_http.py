@@ -9,6 +9,7 @@ from pydantic import Field
 from paysys.core.config import Settings
 from paysys.core.errors import AppError
 from paysys.core.http import create_service_app
+from paysys.core.routing import JsonBodyRoute
 from paysys.core.schemas import ApiModel
 
 
@@ -17,7 +18,7 @@ class Thing(ApiModel):
     display_name: str = Field(max_length=10)
 
 
-router = APIRouter(prefix="/api/things")
+router = APIRouter(prefix="/api/things", route_class=JsonBodyRoute)
 
 
 @router.post("")

@@ -8,13 +8,14 @@ from pydantic import BaseModel
 from paysys.core.config import Settings
 from paysys.core.http import create_service_app
 from paysys.core.openapi import ERROR_SCHEMA_NAME, rewrite_error_responses
+from paysys.core.routing import JsonBodyRoute
 
 
 class Body(BaseModel):
     x: int
 
 
-router = APIRouter(prefix="/api/t")
+router = APIRouter(prefix="/api/t", route_class=JsonBodyRoute)
 
 
 @router.post("", responses={422: {"description": "IDEMPOTENCY_KEY_REUSED"}})

@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, Response
 from paysys.core.config import Settings
 from paysys.core.errors import NotFound
 from paysys.core.http import create_service_app
-from paysys.core.routing import PlainRoute, path_parameter, plain_route
+from paysys.core.routing import JsonBodyRoute, PlainRoute, path_parameter, plain_route
 
-router = APIRouter(prefix="/api/t")
+router = APIRouter(prefix="/api/t", route_class=JsonBodyRoute)
 calls: list[str] = []
 
 

@@ -1,9 +1,9 @@
 """Pure-ASGI middleware shared by the services and the gateway.
 
 Pure ASGI (not BaseHTTPMiddleware) so bodies keep streaming and the hot path stays cheap.
-Order, outermost first: RequestContext (request id, security headers, access log, metrics)
-→ CORS → BodyLimit → the app. Being outermost, RequestContext and CORS decorate every
-response, the errors made by inner layers included.
+Order, outermost first: RequestContext (request id, client IP, security headers, access log,
+metrics) → CORS → BodyLimit → the app. Being outermost, RequestContext and CORS decorate
+every response, the errors made by inner layers included.
 """
 
 from __future__ import annotations

@@ -162,6 +162,17 @@ async def test_bad_bodies(client) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 405
 
 
+async def test_deeply_nested_config_body_is_invalid_json(client) -> None:  # type: ignore[no-untyped-def]
+    """It was a 500: the admin reader did not catch the parser's RecursionError."""
+    _, headers = await admin_and_token()
+    json_headers = {**headers, "content-type": "application/json"}
+    for url in ("/api/admin/config", "/api/admin/config/payment.minAmount"):
+        for deep in (b"[" * 100_000, b'{"value": ' * 50_000):
+            r = await client.put(url, headers=json_headers, content=deep)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "INVALID_JSON"
+
+
 async def test_bulk_put_is_all_or_nothing_and_checks_min_le_max(client) -> None:  # type: ignore[no-untyped-def]
     _, headers = await admin_and_token()
     r = await client.put(

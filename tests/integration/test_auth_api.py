@@ -555,9 +555,29 @@ async def test_client_ip_from_trusted_proxy_only(app_client: Any) -> None:
     proxied = await app_client("auth", trusted_proxies=["127.0.0.0/8", "not-a-network"])
     email = unique_email()
     await register(direct, email=email)
+    # The left-most hop is whatever the client sent; the right-most untrusted hop is the
+    # address the trusted proxy (the peer, 127.0.0.1) saw.
     spoof = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
     assert (await login(direct, email, **spoof)).status_code == 200
     assert (await login(proxied, email, **spoof)).status_code == 200
     assert (await login(proxied, email, **{"X-Forwarded-For": "garbage"})).status_code == 200
     ips = [e["data"]["ip"] for e in await _events("user.logged_in")]
-    assert ips == ["127.0.0.1", "203.0.113.9", "127.0.0.1"]
+    assert ips == ["127.0.0.1", "10.0.0.1", "127.0.0.1"]
+
+
+async def test_auth_records_the_right_most_untrusted_hop(app_client: Any) -> None:
+    """Behind two trusted proxies (the peer 127.0.0.1 and 10.0.0.1), the client is the hop
+    the outer proxy saw, not the left-most one a client can write itself."""
+    proxied = await app_client("auth", trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"])
+    forwarded = {"X-Forwarded-For": "198.51.100.66, 203.0.113.9, 10.0.0.1"}
+    user = await register(proxied, **forwarded)
+    response = await login(proxied, user["user"]["email"], **{"X-Forwarded-For": "2001:DB8::7"})
+    assert response.status_code == 200
+    assert [e["data"]["ip"] for e in await _events("user.logged_in")] == ["2001:db8::7"]
+    sessions = await proxied.get(
+        "/api/auth/sessions", headers=bearer(response.json()["data"]["accessToken"])
+    )
+    assert sorted(s["ip"] for s in sessions.json()["data"]["sessions"]) == [
+        "2001:db8::7",
+        "203.0.113.9",
+    ]

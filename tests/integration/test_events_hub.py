@@ -25,6 +25,7 @@ from paysys.core.events.outbox import emit
 from paysys.core.events.relay import run_relay
 from paysys.core.events.transport import DEAD_STREAM, STREAM, stream_fields
 from paysys.core.http import create_service_app
+from paysys.core.routing import JsonBodyRoute
 from tests.support.events import (
     Hub,
     HubUrls,
@@ -484,7 +485,7 @@ async def test_malformed_entry_goes_to_dead_letters(hub: Hub) -> None:
 
 # -- inside a service app ---------------------------------------------------------------------
 def _emitting_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=JsonBodyRoute)
 
     @router.post("/emit/{n}", status_code=201)
     async def emit_one(n: int, session: SessionDep) -> dict[str, str]:

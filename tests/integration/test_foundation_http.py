@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
 
+from paysys.core.clientip import client_ip
 from paysys.core.config import Settings
+from paysys.core.context import client_ip_var
 from paysys.core.errors import AppError
 from paysys.core.http import create_service_app
+from paysys.core.routing import JsonBodyRoute
 from paysys.core.schemas import ApiModel
 
 
@@ -17,7 +20,7 @@ class Thing(ApiModel):
     display_name: str = Field(max_length=10)
 
 
-router = APIRouter(prefix="/api/things")
+router = APIRouter(prefix="/api/things", route_class=JsonBodyRoute)
 
 
 @router.post("")
@@ -28,6 +31,11 @@ async def create_thing(body: Thing) -> dict[str, object]:
 @router.get("/boom")
 async def boom() -> None:
     raise RuntimeError("secret internals /etc/passwd")
+
+
+@router.get("/whoami")
+async def whoami(request: Request) -> dict[str, object]:
+    return {"clientIp": client_ip(request), "logged": client_ip_var.get()}
 
 
 @router.get("/conflict")
@@ -44,6 +52,27 @@ async def client():  # type: ignore[no-untyped-def]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             yield c
+
+
+async def test_client_ip_is_resolved_once_for_the_request() -> None:
+    """The request context resolves the client with TRUSTED_PROXIES (core.clientip): what
+    the logs show is what `client_ip()` gives the service."""
+    import httpx
+
+    settings = Settings(background_workers=False, trusted_proxies=["127.0.0.0/8"])
+    app = create_service_app("things", [router], settings=settings)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        spoofed = {"x-forwarded-for": "198.51.100.1, 2001:DB8::9"}
+        r = await c.get("/api/things/whoami", headers=spoofed)
+        assert r.json() == {"clientIp": "2001:db8::9", "logged": "2001:db8::9"}
+        r = await c.get("/api/things/whoami")
+        assert r.json() == {"clientIp": "127.0.0.1", "logged": "127.0.0.1"}
+    untrusted = create_service_app("things", [router], settings=Settings(background_workers=False))
+    transport = httpx.ASGITransport(app=untrusted, client=("203.0.113.4", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.get("/api/things/whoami", headers={"x-forwarded-for": "198.51.100.1"})
+        assert r.json() == {"clientIp": "203.0.113.4", "logged": "203.0.113.4"}
 
 
 async def test_live_ready_and_summary(client) -> None:  # type: ignore[no-untyped-def]

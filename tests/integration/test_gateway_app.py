@@ -267,6 +267,26 @@ async def test_trusted_proxy_client_address(app_client: Any, echo: EchoServer, r
     assert two.headers["ratelimit-policy"] == '"auth-login";q=1;w=60'
 
 
+async def test_ipv6_clients_share_limits_per_64(
+    app_client: Any, echo: EchoServer, redis: Any
+) -> None:
+    """api-contracts §2.1: rate-limit keys use the client identity, IPv6 per /64."""
+    gw = await app_client(
+        "gateway", **urls(echo), trusted_proxies=["127.0.0.0/8"], auth_rate_limit_max=1
+    )
+
+    async def login(ip: str) -> int:
+        r = await gw.post("/api/auth/login", headers={"x-forwarded-for": ip})
+        return int(r.status_code)
+
+    first = await login("2001:db8:aa:1::1")
+    same_64 = await login("2001:DB8:AA:1:ffff:ffff:ffff:ffff")
+    other_64 = await login("2001:db8:aa:2::1")
+    assert [first, same_64, other_64] == [200, 429, 200]
+    r = await gw.get("/api/auth/echo", headers={"x-forwarded-for": "2001:DB8:AA:1::5"})
+    assert dict(r.json()["headers"])["x-real-ip"] == "2001:db8:aa:1::5"  # the address itself
+
+
 async def test_redis_pipe_script_reload_select_and_timeouts(redis: Any) -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Header
 from pydantic import BaseModel
 
 from paysys.core.config import Settings
 from paysys.core.http import create_service_app
 from paysys.core.openapi import ERROR_SCHEMA_NAME, rewrite_error_responses
+from paysys.core.routing import JsonBodyRoute
 
 
 class Body(BaseModel):
     x: int
 
 
-router = APIRouter(prefix="/api/t")
+router = APIRouter(prefix="/api/t", route_class=JsonBodyRoute)
 
 
 @router.post("", responses={422: {"description": "IDEMPOTENCY_KEY_REUSED"}})
@@ -64,3 +67,59 @@ def test_payment_list_queries_document_exactly_what_the_parser_reads() -> None:
     for app, path in ((payments_app(), "/api/payments"), (admin_app(), "/api/admin/payments")):
         operation = app.openapi()["paths"][path]["get"]
         assert {p["name"] for p in operation["parameters"]} == set(LIST_PARAMS), path
+
+
+def test_one_error_envelope_schema_in_every_document_and_the_merged_one() -> None:
+    """Every service documents errors with the components generated from
+    core.schemas.ErrorEnvelope (no second, hand-written schema), so the gateway's merge
+    keeps exactly one; the schema is valid JSON Schema and real error bodies match it."""
+    import importlib
+
+    import jsonschema
+
+    from paysys.core.envelope import error_body
+    from paysys.core.errors import AppError
+    from paysys.core.http import error_response
+    from paysys.core.openapi import error_schemas
+    from paysys.gateway.openapi import merge_documents
+
+    expected = error_schemas()
+    assert set(expected) == {"ErrorEnvelope", "ErrorBody"}
+    documents = {}
+    for name in ("auth", "payments", "admin", "profile"):
+        app = importlib.import_module(f"paysys.{name}.app").create_app(
+            Settings(background_workers=False)
+        )
+        documents[name] = doc = app.openapi()
+        schemas = doc["components"]["schemas"]
+        assert {k: schemas[k] for k in expected} == expected, name
+        assert not {"ApiError", "ErrorResponse"} & set(schemas), name
+    merged = merge_documents(documents)
+    schemas = merged["components"]["schemas"]
+    # identical in every service, so never renamed per service by the merge
+    assert sorted(k for k in schemas if k.endswith(("ErrorBody", "ErrorEnvelope"))) == [
+        "ErrorBody",
+        "ErrorEnvelope",
+    ]
+    for ref in _refs(merged):
+        section, name = ref.removeprefix("#/components/").split("/")
+        assert name in merged["components"][section], ref
+    # valid JSON Schema (2020-12, as OpenAPI 3.1 uses), and the bodies the apps send match it
+    jsonschema.Draft202012Validator.check_schema(schemas["ErrorEnvelope"])
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/components/schemas/ErrorEnvelope", "components": merged["components"]}
+    )
+    validator.validate(error_body("NOT_FOUND", "Route not found"))
+    failure = AppError("VALIDATION_ERROR", "x: bad", [{"field": "x", "message": "bad"}])
+    validator.validate(json.loads(bytes(error_response(failure).body)))
+    assert not validator.is_valid({"success": True, "error": {"code": "X", "message": "m"}})
+    assert not validator.is_valid({"success": False, "error": {"message": "no code"}})
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import httpx
 from fastapi import APIRouter
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from paysys.core.config import Settings
 from paysys.core.errors import NotFound
 from paysys.core.http import create_service_app
-from paysys.core.routing import PlainRoute, path_parameter, plain_route
+from paysys.core.routing import JsonBodyRoute, PlainRoute, path_parameter, plain_route
 
-router = APIRouter(prefix="/api/t")
+router = APIRouter(prefix="/api/t", route_class=JsonBodyRoute)
 calls: list[str] = []
 
 
@@ -74,6 +75,10 @@ async def test_plain_route_gets_the_request_and_errors_keep_their_envelope() -> 
         assert (await client.post("/api/t/abc")).status_code == 405
 
 
+class JsonThing(BaseModel):
+    x: int
+
+
 def _guard() -> None:
     raise NotFound("NOT_FOUND", "guarded")
 
@@ -107,3 +112,33 @@ def test_plain_route_refuses_dependencies_it_would_skip() -> None:
     app = FastAPI()
     app.include_router(plain)
     assert "/z" in app.openapi()["paths"]
+
+
+async def test_service_routes_read_json_with_the_one_reader() -> None:
+    """A JsonBodyRoute hands FastAPI the core reader (duplicate keys are refused; Starlette's
+    json.loads would keep the last), and the app factory refuses a router without it."""
+    import pytest
+
+    reading = APIRouter(prefix="/api/j", route_class=JsonBodyRoute)
+
+    @reading.post("")
+    async def take(body: JsonThing, request: Request) -> dict[str, object]:
+        return {"x": body.x, "request": type(request).__name__}
+
+    service = create_service_app("t", [reading], settings=Settings(background_workers=False))
+    transport = httpx.ASGITransport(app=service)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.post("/api/j", json={"x": 1})
+        assert ok.json() == {"x": 1, "request": "JsonBodyRequest"}
+        duplicate = await client.post(
+            "/api/j", content=b'{"x": 1, "x": 2}', headers={"content-type": "application/json"}
+        )
+        assert duplicate.status_code == 400
+        assert duplicate.json()["error"]["code"] == "INVALID_JSON"
+        schema = await client.post("/api/j", json={"x": "one"})
+        assert schema.json()["error"]["code"] == "VALIDATION_ERROR"
+
+    default = APIRouter(prefix="/api/d")
+    default.post("")(take)
+    with pytest.raises(TypeError, match="route_class=JsonBodyRoute"):
+        create_service_app("t", [default], settings=Settings(background_workers=False))

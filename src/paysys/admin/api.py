@@ -24,18 +24,19 @@ from paysys.admin.schemas import (
     UserSort,
     parse_bool,
 )
-from paysys.core import money
+from paysys.core import jsonbody
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok, page_of
-from paysys.core.errors import AppError, ValidationFailed
+from paysys.core.errors import ValidationFailed
 from paysys.core.http import parse_uuid
 from paysys.core.querydates import parse_range
+from paysys.core.routing import JsonBodyRoute
 from paysys.core.security import AdminUser
 from paysys.payments import service as payments_service
 from paysys.payments.db import connect, dumps
 from paysys.payments.schemas import LIST_QUERY_DOCS, parse_list_query
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=JsonBodyRoute)
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -297,17 +298,6 @@ async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
     return ok({"config": await service.config_list(session)})
 
 
-async def _json_body(request: Request) -> Any:
-    """The body parsed without floats (`paysys.core.money.loads`): amounts stay exact."""
-    raw = await request.body()
-    if not raw.strip():
-        raise ValidationFailed("body", "is required")
-    try:
-        return money.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise AppError("INVALID_JSON", "Request body is not valid JSON") from None
-
-
 _CONFIG_MAP_DOC = {
     "requestBody": {
         "required": True,
@@ -347,7 +337,7 @@ _CONFIG_VALUE_DOC = {
     openapi_extra=_CONFIG_MAP_DOC,
 )
 async def put_config(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    body = await _json_body(request)
+    body = jsonbody.read_json(await request.body(), exact=True)
     if not isinstance(body, dict):
         raise ValidationFailed("body", "must be an object of configuration keys and values")
     entries = await service.update_config(session, body, admin.id)
@@ -364,7 +354,7 @@ async def put_config_key(
     key: str, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
     service.require_config_key(key)
-    body = await _json_body(request)
+    body = jsonbody.read_json(await request.body(), exact=True)
     if not isinstance(body, dict):
         raise ValidationFailed("body", "must be an object with a value")
     unknown = sorted(set(body) - {"value"})

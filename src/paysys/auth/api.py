@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
@@ -21,49 +20,26 @@ from paysys.auth.schemas import (
     TokenPairResponse,
     UserResponse,
 )
+from paysys.core.clientip import client_ip
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
 from paysys.core.http import parse_uuid
+from paysys.core.routing import JsonBodyRoute
 from paysys.core.schemas import ErrorEnvelope
 from paysys.core.security import CurrentUser, get_codec
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     "default": {"model": ErrorEnvelope, "description": "Any error, in the error envelope"},
 }
-router = APIRouter(prefix="/api/auth", tags=["auth"], responses=_ERRORS)
+router = APIRouter(prefix="/api/auth", tags=["auth"], responses=_ERRORS, route_class=JsonBodyRoute)
 # Only documents the scheme on Bearer routes; `CurrentUser` does the checking.
 _BEARER = [Depends(HTTPBearer(auto_error=False, scheme_name="bearerAuth"))]
 
 
-def _trusted(peer: str | None, proxies: list[str]) -> bool:
-    if not peer or not proxies:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    for entry in proxies:
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 def client_info(request: Request) -> service.ClientInfo:
-    """The caller's IP (the first `X-Forwarded-For` hop when the peer is a trusted proxy,
-    `TRUSTED_PROXIES`) and user agent."""
-    peer = request.client.host if request.client else None
-    ip = peer
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and _trusted(peer, request.app.state.settings.trusted_proxies):
-        first = forwarded.split(",")[0].strip()
-        try:
-            ip = str(ipaddress.ip_address(first))
-        except ValueError:
-            ip = peer
-    return service.ClientInfo.of(ip, request.headers.get("user-agent"))
+    """The caller's IP (`core.clientip`: the right-most untrusted `X-Forwarded-For` hop when
+    the peer is in `TRUSTED_PROXIES`) and user agent."""
+    return service.ClientInfo.of(client_ip(request), request.headers.get("user-agent"))
 
 
 @router.post(

@@ -10,12 +10,14 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
 from paysys import __version__
+from paysys.core.clientip import TrustedProxies
 from paysys.core.config import Settings, get_settings
 from paysys.core.context import set_service_name
 from paysys.core.envelope import error_body
@@ -23,6 +25,7 @@ from paysys.core.errors import STATUS_BY_CODE, AppError, NotFound
 from paysys.core.events.consumer import EventHandlers
 from paysys.core.events.relay import run_relay
 from paysys.core.health import HealthChecks
+from paysys.core.jsonbody import INVALID_JSON_MESSAGE
 from paysys.core.logging import configure_logging
 from paysys.core.metrics import metrics_endpoint
 from paysys.core.middleware import (
@@ -33,6 +36,7 @@ from paysys.core.middleware import (
 )
 from paysys.core.openapi import install_error_docs
 from paysys.core.revocation import db_revocation_fallback
+from paysys.core.routing import JsonBodyRoute, PlainRoute
 from paysys.core.runtime import Runtime, Worker
 
 _CODE_BY_STATUS = {
@@ -83,7 +87,7 @@ def _rule_message(err: dict[str, Any]) -> str:
 def validation_error(exc: RequestValidationError) -> AppError:
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
-        return AppError("INVALID_JSON", "Request body is not valid JSON")
+        return AppError("INVALID_JSON", INVALID_JSON_MESSAGE)
     details = [
         {"field": _field_path(e.get("loc", ())), "message": _rule_message(e)} for e in errors
     ]
@@ -133,6 +137,19 @@ def database_checks(runtime_getter: Callable[[], Runtime]) -> dict[str, Any]:
         await runtime_getter().redis.ping()
 
     return {"database": database, "redis": redis}
+
+
+def check_route_classes(router: APIRouter) -> None:
+    """Every API route of a service reads its body with the one reader: a `JsonBodyRoute`
+    (FastAPI parses through `core.jsonbody`) or a `PlainRoute` (the endpoint calls
+    `core.jsonbody.read_json`). A router made without `route_class=JsonBodyRoute` would
+    silently fall back to Starlette's `json.loads`, so it is refused at build time."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and not isinstance(route, JsonBodyRoute | PlainRoute):
+            raise TypeError(
+                f"route {route.path} is a {type(route).__name__}; create its router with "
+                "route_class=JsonBodyRoute"
+            )
 
 
 def create_service_app(
@@ -189,6 +206,9 @@ def create_service_app(
     # Redis down: every service decides revocation from the database (core.revocation).
     app.state.revocation_fallback = db_revocation_fallback
     install_error_handlers(app)
+    app.router.route_class = JsonBodyRoute
+    # One TRUSTED_PROXIES rule for the request context (logs) and `core.clientip.client_ip`.
+    app.state.trusted_proxies = proxies = TrustedProxies(settings.trusted_proxies)
     health = HealthChecks(
         service,
         timeout=settings.health_timeout,
@@ -199,12 +219,13 @@ def create_service_app(
         app.router.routes.append(route)
     app.router.routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     for router in routers:
+        check_route_classes(router)
         app.include_router(router)
     # Added innermost first; RequestContext ends up outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
-    app.add_middleware(RequestContextMiddleware, service=service)
+    app.add_middleware(RequestContextMiddleware, service=service, proxies=proxies)
     return app
 
 

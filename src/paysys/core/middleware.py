@@ -1,9 +1,9 @@
 """Pure-ASGI middleware shared by the services and the gateway.
 
 Pure ASGI (not BaseHTTPMiddleware) so bodies keep streaming and the hot path stays cheap.
-Order, outermost first: RequestContext (request id, security headers, access log, metrics)
-→ CORS → BodyLimit → the app. Being outermost, RequestContext and CORS decorate every
-response, the errors made by inner layers included.
+Order, outermost first: RequestContext (request id, client IP, security headers, access log,
+metrics) → CORS → BodyLimit → the app. Being outermost, RequestContext and CORS decorate
+every response, the errors made by inner layers included.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paysys.core.clientip import UNKNOWN_PEER, TrustedProxies, resolve_scope
 from paysys.core.context import client_ip_var, request_id_var, user_agent_var
 from paysys.core.envelope import error_bytes
 from paysys.core.logging import get_logger
@@ -50,12 +51,20 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Request id (§1.3), security headers, one access-log line and metrics per request."""
+    """Request id (§1.3), the client's address (`core.clientip`, resolved once per request with
+    `proxies`), security headers, one access-log line and metrics per request."""
 
-    def __init__(self, app: ASGIApp, service: str, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        access_log: bool = True,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
         self.app = app
         self.service = service
         self.access_log = access_log
+        self.proxies = proxies or TrustedProxies(())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,8 +77,8 @@ class RequestContextMiddleware:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
             scope["headers"].append((b"x-request-id", rid.encode()))
         request_id_var.set(rid)
-        client = scope.get("client")
-        client_ip_var.set(client[0] if client else None)
+        client_ip = resolve_scope(scope, self.proxies).ip
+        client_ip_var.set(None if client_ip == UNKNOWN_PEER else client_ip)
         user_agent_var.set(header(scope, b"user-agent"))
         path: str = scope["path"]
         csp = DOCS_CSP if path == "/docs" or path.startswith("/docs/") else API_CSP
@@ -101,6 +110,7 @@ class RequestContextMiddleware:
                     path=path,
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
+                    client_ip=client_ip,
                 )
 
 

@@ -11,13 +11,12 @@ converts between that integer and the decimal string of the API (api-contracts Â
   anything above 100000000.00 (in the currency's own units) are refused;
 - the answer always has exactly the currency's minor-unit digits (`"100.00"`, `"1500"`).
 
-Floats never appear: JSON numbers reach this module as their literal text (`RawNumber`, see
-`loads`) or as Python ints, and all arithmetic is on ints.
+Floats never appear: JSON numbers reach this module as their literal text (`RawNumber`, made
+by `core.jsonbody`'s exact mode) or as Python ints, and all arithmetic is on ints.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -75,11 +74,6 @@ class RawNumber:
 
 class NonFinite(RawNumber):
     """`NaN`, `Infinity` or `-Infinity` literals (not JSON, but accepted by lenient parsers)."""
-
-
-def loads(raw: bytes | str) -> Any:
-    """Parse JSON without ever creating a float: non-integers become `RawNumber`."""
-    return json.loads(raw, parse_float=RawNumber, parse_constant=NonFinite)
 
 
 def parse_currency(value: Any) -> str:

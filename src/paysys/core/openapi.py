@@ -6,7 +6,8 @@ phantom 422 with the real 400 and gives every operation a `default` response in 
 envelope (each error status of §1.4 — 401, 403, 404, 409, 413, 423, 503, … — comes in that
 same shape), so clients and contract tests see the truth. A 422 a route documents itself
 (e.g. IDEMPOTENCY_KEY_REUSED) is kept, and an error status a route documents by description
-only gets the envelope as its schema.
+only gets the envelope as its schema. The envelope's schema is generated from the one model,
+`core.schemas.ErrorEnvelope`, which routes also name in their `responses`.
 """
 
 from __future__ import annotations
@@ -15,28 +16,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
-ERROR_SCHEMA_NAME = "ApiError"
-ERROR_SCHEMA: dict[str, Any] = {
-    "title": ERROR_SCHEMA_NAME,
-    "type": "object",
-    "required": ["success", "error"],
-    "properties": {
-        "success": {"const": False},
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string", "description": "UPPER_SNAKE code of §1.4"},
-                "message": {"type": "string"},
-                "details": {"description": "Optional; for validation a list of {field, message}"},
-                "requestId": {"type": ["string", "null"]},
-            },
-        },
-    },
-}
+from paysys.core.schemas import ErrorEnvelope
+
+ERROR_SCHEMA_NAME = ErrorEnvelope.__name__
 _REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 _METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def error_schemas() -> dict[str, Any]:
+    """The envelope's components, generated from the one model, `core.schemas.ErrorEnvelope`."""
+    schema = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), ERROR_SCHEMA_NAME: schema}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -68,7 +59,9 @@ def rewrite_error_responses(doc: dict[str, Any]) -> dict[str, Any]:
                 if status[:1] in "45" and not _schema_of(response):
                     response["content"] = {"application/json": {"schema": dict(_REF)}}
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    schemas.setdefault(ERROR_SCHEMA_NAME, ERROR_SCHEMA)
+    # Replaces what FastAPI generated for routes naming the model, so every service's
+    # document carries the identical components (the gateway's merge then keeps one).
+    schemas.update(error_schemas())
     if _FASTAPI_422 not in str(doc.get("paths")):
         schemas.pop("HTTPValidationError", None)
         if "#/components/schemas/ValidationError" not in str(doc):

@@ -1,12 +1,18 @@
-"""Plain routes: the hot paths, documented by FastAPI, served without its per-request machinery.
+"""Route classes of the services: JsonBodyRoute for ordinary routes, PlainRoute for hot paths.
 
+Every ordinary FastAPI route is a `JsonBodyRoute` (each service's router is created with
+`route_class=JsonBodyRoute`, and `core.http.create_service_app` refuses any other), so a JSON
+body is parsed by the one reader, `core.jsonbody.parse`, and never by Starlette's
+`json.loads`: FastAPI's documented "custom Request and APIRoute class" customisation.
+
+Plain routes serve the hot paths, documented by FastAPI but without its per-request machinery.
 A FastAPI route resolves its dependencies, validates its parameters and serialises its answer
 on every request; for a one-query endpoint that machinery costs more CPU than the work itself
 (docs/benchmarks.md: ~70 µs of ~530 µs per payments GET). A plain route keeps what FastAPI
 gives at build time (the OpenAPI operation: summary, responses, `openapi_extra`) and at run
 time calls the endpoint with the `Request` alone: the endpoint authenticates and parses for
-itself, and returns a `Response`. Errors it raises take the usual path (`AppError` → the one
-handler in `core.http`).
+itself (a body with `core.jsonbody.read_json`) and returns a `Response`. Errors it raises
+take the usual path (`AppError` → the one handler in `core.http`).
 """
 
 from __future__ import annotations
@@ -20,8 +26,32 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from paysys.core import jsonbody
+
 PlainEndpoint = Callable[[Request], Awaitable[Response]]
 E = TypeVar("E", bound=PlainEndpoint)
+
+
+class JsonBodyRequest(Request):
+    """A request whose `json()` is the one reader; FastAPI reads JSON bodies through it, and a
+    malformed one (an `InvalidJSON`, a `JSONDecodeError`) becomes 400 INVALID_JSON."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = jsonbody.parse(await self.body())
+        return self._json
+
+
+class JsonBodyRoute(APIRoute):
+    """An APIRoute that hands FastAPI a `JsonBodyRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_json_body_request(request: Request) -> Response:
+            return await handler(JsonBodyRequest(request.scope, request.receive))
+
+        return with_json_body_request
 
 
 class PlainRoute(APIRoute):

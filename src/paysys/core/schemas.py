@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 
 
@@ -24,14 +24,17 @@ class ResponseModel(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description="UPPER_SNAKE code of api-contracts §1.4")
     message: str
-    details: Any = None
+    details: Any = Field(
+        default=None, description="Optional; for validation a list of {field, message}"
+    )
     requestId: str | None = None
 
 
+# The one schema of error responses: `core.openapi` puts it into every service's document.
 class ErrorEnvelope(BaseModel):
-    """The error envelope of api-contracts §1.1, for documenting error responses."""
+    """The error envelope of api-contracts §1.1: every error response has this shape."""
 
     model_config = ConfigDict(title="ErrorResponse")
     success: Literal[False]

@@ -167,5 +167,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.add_middleware(ProxyMiddleware, proxy=gateway.proxy)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
-    app.add_middleware(RequestContextMiddleware, service="gateway")
+    app.add_middleware(RequestContextMiddleware, service="gateway", proxies=gateway.proxy.address)
     return app

@@ -9,9 +9,7 @@ streamed both ways → copy the answer back, chunk by chunk.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import AsyncIterator
-from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -21,6 +19,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
+from paysys.core.clientip import TrustedProxies, client_key, resolve_scope
 from paysys.core.config import Settings
 from paysys.core.context import request_id_var
 from paysys.core.errors import AppError
@@ -41,14 +40,14 @@ UPSTREAM_ERRORS = Counter(
 # --- header rules -------------------------------------------------------------------------
 
 # Request headers the proxy handles itself (value: what to do with it).
-_KEEP, _DROP, _AUTH, _CONN, _XFF, _XFP, _XFH, _HOST, _LEN, _TE = range(10)
+_KEEP, _DROP, _AUTH, _CONN, _XFP, _XFH, _HOST, _LEN, _TE = range(9)
 _REQUEST_HEADERS: dict[bytes, int] = {
     b"authorization": _AUTH,
     b"content-length": _LEN,
     b"transfer-encoding": _TE,
     b"connection": _CONN,
     b"host": _HOST,
-    b"x-forwarded-for": _XFF,
+    b"x-forwarded-for": _DROP,  # rebuilt from the resolved client (core.clientip)
     b"x-forwarded-proto": _XFP,
     b"x-forwarded-host": _XFH,
     # hop-by-hop (RFC 9110 §7.6.1) and proxy-only
@@ -124,41 +123,6 @@ class ClientGone(Exception):
     """The client disconnected while its body was being forwarded."""
 
 
-# --- client address -----------------------------------------------------------------------
-
-
-class ClientAddress:
-    """The client IP: the socket peer, unless the peer is a trusted proxy; then the right-most
-    X-Forwarded-For hop that is not itself trusted (hops left of it could be spoofed)."""
-
-    def __init__(self, trusted: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(item.strip(), strict=False) for item in trusted]
-        self.enabled = bool(self.networks)
-        self.is_trusted = lru_cache(maxsize=4096)(self._is_trusted)
-
-    def _is_trusted(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
-
-    def resolve(self, peer: str, forwarded_for: str | None) -> tuple[str, str, bool]:
-        """→ (client ip, X-Forwarded-For to send upstream, peer trusted)."""
-        if not self.enabled or not self.is_trusted(peer):
-            return peer, peer, False
-        if not forwarded_for:
-            return peer, peer, True
-        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-        hops.append(peer)
-        index = 0
-        for position in range(len(hops) - 1, -1, -1):
-            if not self.is_trusted(hops[position]):
-                index = position
-                break
-        return hops[index], ", ".join(hops[index:]), True
-
-
 # --- the proxy ------------------------------------------------------------------------------
 
 
@@ -169,7 +133,7 @@ class Proxy:
         self.settings = settings
         self.pools = pools
         self.tokens = VerifiedTokens(TokenCodec(settings))
-        self.address = ClientAddress(settings.trusted_proxies)
+        self.address = TrustedProxies(settings.trusted_proxies)
         self.default_policy = Policy("default", settings.rate_limit_max, settings.rate_limit_window)
         self.auth_policies: dict[str, tuple[str, Policy]] = {}
         for endpoint in AUTH_LIMITED_ENDPOINTS:
@@ -224,7 +188,7 @@ class Proxy:
         scope["route_label"] = self.labels[service]
         method: str = scope["method"]
 
-        authorization = connection = xff = xfp = xfh = host = None
+        authorization = connection = xfp = xfh = host = None
         has_body = False
         forward: list[tuple[str, str]] = []
         append = forward.append
@@ -246,8 +210,6 @@ class Proxy:
                 has_body = True
             elif action == _CONN:
                 connection = value
-            elif action == _XFF:
-                xff = value if xff is None else xff + b", " + value
             elif action == _HOST:
                 host = value
             elif action == _XFP:
@@ -269,22 +231,20 @@ class Proxy:
                 await send_error(send, 403, "FORBIDDEN", "This action requires role ADMIN")
                 return
 
-        client = scope.get("client")
-        peer = client[0] if client else "unknown"
-        client_ip, forwarded_for, trusted = self.address.resolve(
-            peer, xff.decode("latin-1") if xff is not None else None
-        )
+        # Resolved once per request by RequestContextMiddleware (the same TrustedProxies).
+        client_ip, forwarded_for, trusted = resolve_scope(scope, self.address)
 
         # One Redis round trip: revocation marks (if authenticated) + the sliding window.
+        # Per-client buckets count IPv6 clients per /64 (api-contracts §2.1).
         special = self.auth_policies.get(path) if service == "auth" else None
         if special is not None:
-            key = special[0] + client_ip
+            key = special[0] + client_key(client_ip)
             policy = special[1]
         elif principal is not None:
             key = "u:" + str(principal.id)
             policy = self.default_policy
         else:
-            key = "ip:" + client_ip
+            key = "ip:" + client_key(client_ip)
             policy = self.default_policy
         assert self.limiter is not None
         decision = await self.limiter.hit(key, policy, principal if special is None else None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,12 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError as PydanticValidationError
 
-from paysys.core import money
+from paysys.core import jsonbody
 from paysys.core.envelope import ok, page_of
-from paysys.core.errors import AppError, ValidationFailed
+from paysys.core.errors import ValidationFailed
 from paysys.core.http import parse_uuid
 from paysys.core.querydates import DateRange, parse_end, parse_start
-from paysys.core.routing import path_parameter, plain_route
+from paysys.core.routing import JsonBodyRoute, path_parameter, plain_route
 from paysys.core.security import CurrentUser, authenticate, require_role
 from paysys.core.tokens import Principal
 from paysys.payments import service, webhooks
@@ -34,7 +33,7 @@ from paysys.payments.schemas import (
     validation_failed,
 )
 
-router = APIRouter(prefix="/api/payments", tags=["payments"])
+router = APIRouter(prefix="/api/payments", tags=["payments"], route_class=JsonBodyRoute)
 
 ReportViewer = Annotated[Principal, Depends(require_role("VENDOR", "ADMIN"))]
 REPORT_DEFAULT_DAYS = 30
@@ -60,15 +59,6 @@ def _limits(request: Request) -> AmountLimits:
         limits = AmountLimits()
         request.app.state.payment_limits = limits
     return limits
-
-
-def _parse_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise ValidationFailed("body", "is required")
-    try:
-        return money.loads(raw)
-    except (ValueError, RecursionError):
-        raise AppError("INVALID_JSON", "Request body is not valid JSON") from None
 
 
 _CREATE_SCHEMA = CreateInput.model_json_schema(by_alias=True)
@@ -115,7 +105,7 @@ async def create_payment(request: Request) -> Response:
         idempotency_key = idempotency_key.strip()
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise ValidationFailed("Idempotency-Key", "must be 1-255 characters")
-    body = _parse_json(await request.body())
+    body = jsonbody.read_json(await request.body(), exact=True)
     data = parse_create(body)
     settings = request.app.state.settings
     limits = await _limits(request).get(request.app.state.sessionmaker)
@@ -181,10 +171,7 @@ async def psp_webhook(request: Request) -> Response:
     webhooks.verify(
         raw, request.headers.get(webhooks.HEADER), request.app.state.settings.psp_webhook_secret
     )
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise AppError("INVALID_JSON", "Request body is not valid JSON") from None
+    body = jsonbody.read_json(raw)
     try:
         event = WebhookInput.model_validate(body)
     except PydanticValidationError as exc:

@@ -37,7 +37,7 @@ _SIGNIFICANT = re.compile(r"^-?(\d+)(?:\.(\d+))?$")
 
 class CreateInput(ApiModel):
     """POST /api/payments. `amount` is a JSON number or a decimal string (never a float: the
-    body is parsed with `paysys.core.money.loads`); it becomes integer minor units here."""
+    body is parsed by `paysys.core.jsonbody` in exact mode); it becomes integer minor units here."""
 
     currency: Any = Field(
         default="USD", validate_default=True, description="ISO 4217 code (lower case accepted)"

@@ -9,6 +9,7 @@ from fastapi.security import HTTPBearer
 
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
+from paysys.core.routing import JsonBodyRoute
 from paysys.core.schemas import ErrorEnvelope
 from paysys.core.security import CurrentUser
 from paysys.profile import service
@@ -36,6 +37,7 @@ router = APIRouter(
     prefix="/api/profile",
     tags=["profile"],
     dependencies=[Depends(HTTPBearer(auto_error=False, scheme_name="bearerAuth"))],
+    route_class=JsonBodyRoute,
 )
 
 

@@ -339,8 +339,9 @@ async def test_role_change_revokes_old_tokens_at_once(client, method) -> None:  
         "oldRole": "ADMIN",
         "newRole": "CUSTOMER",
     }
-    # A token issued after the change works (with the new role: 403 here, not 401).
-    fresh = bearer(token_for({**target_admin, "role": "CUSTOMER"}))
+    # A token issued after the change (under the user's new token version) works (with the
+    # new role: 403 here, not 401).
+    fresh = bearer(token_for({**target_admin, "role": "CUSTOMER"}, token_version=1))
     assert (await client.get("/api/admin/users", headers=fresh)).status_code == 403
     # Unrelated users keep their tokens.
     assert (await client.get("/api/admin/users", headers=vendor_token)).status_code == 403

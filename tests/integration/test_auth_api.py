@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import argon2
@@ -14,18 +13,21 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from paysys.auth.models import AuthSession, LoginThrottle
+from paysys.auth.models import AuthSession
+from paysys.auth.throttle import FAILURES_KEY, LOCK_KEY, account_key
 from paysys.core.events.models import OutboxEvent
 from paysys.users import accounts
 from paysys.users.models import User
 from tests.support.auth import (
     OTHER_PASSWORD,
     PASSWORD,
+    FakeClock,
     bearer,
     login,
     register,
     runtime,
     unique_email,
+    use_clock,
 )
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -261,6 +263,8 @@ async def test_login_timing_is_alike_for_unknown_and_known_email(app_client: Any
 
 async def test_lockout_after_five_failures(app_client: Any) -> None:
     client = await _client(app_client)
+    clock = FakeClock()
+    use_clock(client, clock)
     email = unique_email()
     await register(client, email=email)
     for _ in range(5):
@@ -269,24 +273,21 @@ async def test_lockout_after_five_failures(app_client: Any) -> None:
     assert locked.status_code == 423
     error = _error(locked)
     assert error["code"] == "ACCOUNT_LOCKED"
-    assert 55 <= error["details"]["retryAfter"] <= 60
-    assert locked.headers["retry-after"] == str(error["details"]["retryAfter"])
+    assert error["details"]["retryAfter"] == 60
+    assert locked.headers["retry-after"] == "60"
+    clock.advance(59)
+    assert _error(await login(client, email))["details"]["retryAfter"] == 1
     # Unknown emails lock the same way (no account enumeration through 423).
     ghost = unique_email()
     for _ in range(5):
         assert (await login(client, ghost)).status_code == 401
     assert (await login(client, ghost)).status_code == 423
     # The lock expires by itself; the right password then works and resets the count.
-    async with runtime() as rt, rt.sessionmaker() as session:
-        await session.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.email == email)
-            .values(locked_until=datetime.now(UTC) - timedelta(seconds=1))
-        )
-        await session.commit()
+    clock.advance(1)
     assert (await login(client, email)).status_code == 200
-    async with runtime() as rt, rt.sessionmaker() as session:
-        assert await session.get(LoginThrottle, email) is None
+    async with runtime() as rt:
+        assert await rt.redis.exists(LOCK_KEY.format(account_key(email), "127.0.0.1")) == 0
+        assert await rt.redis.zcard(FAILURES_KEY.format(account_key(email))) == 5
     for _ in range(4):
         assert (await login(client, email, OTHER_PASSWORD)).status_code == 401
     assert (await login(client, email)).status_code == 200
@@ -294,22 +295,18 @@ async def test_lockout_after_five_failures(app_client: Any) -> None:
 
 async def test_lockout_second_lock_doubles(app_client: Any) -> None:
     client = await _client(app_client)
+    clock = FakeClock()
+    use_clock(client, clock)
     email = unique_email()
     await register(client, email=email)
     for _ in range(5):
         await login(client, email, OTHER_PASSWORD)
-    async with runtime() as rt, rt.sessionmaker() as session:
-        await session.execute(
-            update(LoginThrottle)
-            .where(LoginThrottle.email == email)
-            .values(locked_until=datetime.now(UTC) - timedelta(seconds=1))
-        )
-        await session.commit()
+    clock.advance(60)
     for _ in range(5):
         assert (await login(client, email, OTHER_PASSWORD)).status_code == 401
     locked = await login(client, email, OTHER_PASSWORD)
     assert locked.status_code == 423
-    assert 115 <= _error(locked)["details"]["retryAfter"] <= 120
+    assert _error(locked)["details"]["retryAfter"] == 120
 
 
 async def test_parallel_wrong_guesses_cannot_outrun_the_lock(app_client: Any) -> None:
@@ -321,9 +318,8 @@ async def test_parallel_wrong_guesses_cannot_outrun_the_lock(app_client: Any) ->
     )
     codes = sorted(r.status_code for r in responses)
     assert codes == [401] * 5 + [423] * 7
-    async with runtime() as rt, rt.sessionmaker() as session:
-        row = await session.get(LoginThrottle, email)
-        assert row is not None and row.hour_failures == 5
+    async with runtime() as rt:
+        assert await rt.redis.zcard(FAILURES_KEY.format(account_key(email))) == 5
 
 
 async def test_login_upgrades_an_old_hash(app_client: Any) -> None:

@@ -18,7 +18,7 @@ from paysys.auth.models import AuthSession, RevokedAccessToken
 from paysys.auth.seed import SEED_PASSWORD, seed
 from paysys.auth.workers import revocation_sync, sync_once
 from paysys.core.config import Settings
-from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY
+from paysys.core.revocation import REVOKED_JTI_KEY, REVOKED_SID_KEY, TOKEN_VERSION_KEY
 from paysys.core.tokens import TokenCodec
 from paysys.users import accounts
 from paysys.users.models import User
@@ -147,6 +147,7 @@ async def test_role_change_revokes_access_and_shows_in_next_refresh(app_client: 
             session, rt.redis, uuid.UUID(data["user"]["id"]), "VENDOR", actor_id=admin_id
         )
         await session.commit()
+        await accounts.publish_revocations(session)
     stale = await _me(client, data["accessToken"])
     assert stale.status_code == 401 and _code(stale) == "TOKEN_INVALID"
     pair = (await _refresh(client, data["refreshToken"])).json()["data"]
@@ -168,6 +169,7 @@ async def test_deactivation_and_deletion_stop_tokens_at_once(app_client: Any) ->
             session, rt.redis, uuid.UUID(two["user"]["id"]), actor_id=admin_id
         )
         await session.commit()
+        await accounts.publish_revocations(session)
     for data in (one, two):
         assert _code(await _me(client, data["accessToken"])) == "TOKEN_INVALID"
         refreshed = await _refresh(client, data["refreshToken"])
@@ -186,7 +188,7 @@ def _forge(settings: Settings, **over: Any) -> dict[str, Any]:
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "iat": now,
-        "iatMs": now * 1000,
+        "ver": 0,
         "exp": now + 300,
         "jti": str(uuid.uuid4()),
         "email": "x@example.com",
@@ -315,9 +317,9 @@ async def test_redis_down_uses_the_database(app_client: Any, redis_server: Any) 
     async with runtime() as rt:
         watermark = await sync_once(rt, None)
         await rt.redis.flushdb()  # Redis restarted empty (marks are not persisted)
-        assert await rt.redis.get(NOT_BEFORE_KEY.format(demoted["user"]["id"])) is None
+        assert await rt.redis.get(TOKEN_VERSION_KEY.format(demoted["user"]["id"])) is None
         await sync_once(rt, watermark)  # notices the loss and re-publishes everything
-        assert await rt.redis.get(NOT_BEFORE_KEY.format(demoted["user"]["id"])) is not None
+        assert await rt.redis.get(TOKEN_VERSION_KEY.format(demoted["user"]["id"])) == "1"
         sid = jwt.decode(logged_out["accessToken"], options={"verify_signature": False})["sid"]
         assert await rt.redis.get(REVOKED_SID_KEY.format(sid)) == "1"
         jti = jwt.decode(first["accessToken"], options={"verify_signature": False})["jti"]

@@ -12,7 +12,7 @@ from paysys.auth.models import AuthSession
 from paysys.core.errors import AppError
 from paysys.core.events.models import OutboxEvent
 from paysys.core.passwords import verify_password
-from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_SID_KEY
+from paysys.core.revocation import REVOKED_SID_KEY, TOKEN_VERSION_KEY
 from paysys.users import accounts
 from paysys.users.models import User
 from tests.support.auth import PASSWORD, runtime, unique_email
@@ -140,10 +140,13 @@ async def test_change_role_guards_revocation_and_event() -> None:
         updated = await accounts.change_role(
             session, rt.redis, customer_id, "VENDOR", actor_id=admin_id
         )
+        # Published after the commit only: a rolled-back bump must never reach Redis.
+        assert await rt.redis.get(TOKEN_VERSION_KEY.format(customer_id)) is None
         await session.commit()
-        assert updated.role == "VENDOR" and updated.tokens_valid_after_ms > 0
-        mark = await rt.redis.get(NOT_BEFORE_KEY.format(customer_id))
-        assert int(str(mark)) == updated.tokens_valid_after_ms
+        await accounts.publish_revocations(session)
+        assert updated.role == "VENDOR" and updated.token_version == 1
+        mark = await rt.redis.get(TOKEN_VERSION_KEY.format(customer_id))
+        assert int(str(mark)) == updated.token_version
         (event,) = await _events(session, "user.role_changed")
         assert event["data"] == {
             "userId": str(customer_id),
@@ -216,6 +219,7 @@ async def test_deactivate_ends_sessions_and_delete_frees_email() -> None:
             session, rt.redis, user.id, False, actor_id=admin.id, reason="  fraud "
         )
         await session.commit()
+        await accounts.publish_revocations(session)
         assert not off.is_active
         revoked = await session.scalar(select(AuthSession.revoked).where(AuthSession.id == sid))
         assert revoked is True
@@ -286,8 +290,9 @@ async def test_revocation_with_redis_down_still_revokes_in_db(redis_server) -> N
                 session, rt.redis, user.id, "VENDOR", actor_id=admin.id
             )
             await session.commit()
+            await accounts.publish_revocations(session)  # logged, never raised
         finally:
             redis_server.start()
-        assert changed.tokens_valid_after_ms > 0
-        stored = await session.scalar(select(User.tokens_valid_after_ms).where(User.id == user.id))
-        assert stored == changed.tokens_valid_after_ms
+        assert changed.token_version == 1
+        stored = await session.scalar(select(User.token_version).where(User.id == user.id))
+        assert stored == changed.token_version

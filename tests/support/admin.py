@@ -58,8 +58,12 @@ async def insert_user(
 
 
 def token_for(
-    user: dict[str, Any], settings: Settings | None = None, sid: uuid.UUID | None = None
+    user: dict[str, Any],
+    settings: Settings | None = None,
+    sid: uuid.UUID | None = None,
+    token_version: int = 0,
 ) -> str:
+    """An access token for `user` (`token_version`: its current version, 0 until revoked)."""
     codec = TokenCodec(settings or get_settings())
     token, _ = codec.issue_access(
         user_id=user["id"],
@@ -67,6 +71,7 @@ def token_for(
         name=user["name"],
         role=user["role"],
         sid=str(sid or uuid.uuid4()),
+        token_version=token_version,
     )
     return token
 

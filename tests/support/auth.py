@@ -11,6 +11,7 @@ import httpx
 
 from paysys.core.config import get_settings
 from paysys.core.runtime import Runtime
+from paysys.core.tokens import Clock, TokenCodec, VerifiedTokens, now_ms
 
 PASSWORD = "Correct-Horse-42"
 OTHER_PASSWORD = "Battery-Staple-99"
@@ -56,3 +57,24 @@ async def login(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+class FakeClock:
+    """An auth process's clock (epoch ms) that tests move by hand."""
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        self.now = now_ms() if start_ms is None else start_ms
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+
+
+def use_clock(client: httpx.AsyncClient, clock: Clock) -> None:
+    """Give an in-process auth app another clock (token issuance, lockout, quota)."""
+    app: Any = client.app  # type: ignore[attr-defined]
+    app.state.verified_tokens = VerifiedTokens(TokenCodec(app.state.settings, clock=clock))
+    if getattr(app.state, "throttles", None) is not None:
+        del app.state.throttles  # made again, with this clock, at the next request

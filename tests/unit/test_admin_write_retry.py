@@ -3,6 +3,7 @@ back and redone; other database errors are not retried."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ class FakeSession:
     def __init__(self) -> None:
         self.commits = 0
         self.rollbacks = 0
+        self.sync_session = SimpleNamespace(info={})  # where revocations to publish are kept
 
     async def commit(self) -> None:
         self.commits += 1

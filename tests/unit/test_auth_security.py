@@ -69,6 +69,7 @@ def _claims(codec: TokenCodec, **over: object) -> dict[str, object]:
         "name": "A",
         "role": "CUSTOMER",
         "sid": str(uuid.uuid4()),
+        "ver": 0,
     }
     claims.update(over)
     return claims
@@ -105,6 +106,38 @@ def test_forged_tokens_are_refused() -> None:
     with pytest.raises(AppError) as exc:
         codec.decode_refresh(access)
     assert exc.value.code == "TOKEN_INVALID"
+
+
+def test_token_version_claim() -> None:
+    """`ver` (api-contracts §1.5) is required: a token from before versions, or with anything
+    but a non-negative integer, is refused (the client refreshes and gets one)."""
+    settings = Settings()
+    codec = TokenCodec(settings)
+    secret = settings.jwt_access_secret
+    assert (
+        codec.decode_access(jwt.encode(_claims(codec, ver=3), secret, "HS256")).token_version == 3
+    )
+    without = _claims(codec)
+    del without["ver"]
+    _expect(codec, jwt.encode(without, secret, "HS256"), "TOKEN_INVALID")
+    for bad in (-1, True, "1", 1.5, None):
+        _expect(codec, jwt.encode(_claims(codec, ver=bad), secret, "HS256"), "TOKEN_INVALID")
+    access, claims = codec.issue_access(
+        user_id=uuid.uuid4(), email="a@b.co", name="A", role="VENDOR", sid="s", token_version=7
+    )
+    assert claims["ver"] == 7 and codec.decode_access(access).token_version == 7
+    assert "iatMs" not in claims  # issue times are never compared across hosts any more
+
+
+def test_injected_clock_and_refresh_lifetime_cap() -> None:
+    skewed = TokenCodec(Settings(), clock=lambda: 1_700_000_000_000)
+    _, claims = skewed.issue_refresh(user_id=uuid.uuid4(), family="f")
+    assert claims["iat"] == 1_700_000_000 and claims["exp"] == 1_700_000_000 + 7 * 86400
+    # a session's absolute end comes first: the refresh token never outlives it
+    _, capped = skewed.issue_refresh(user_id=uuid.uuid4(), family="f", ttl=3600)
+    assert capped["exp"] == 1_700_000_000 + 3600
+    _, longer = skewed.issue_refresh(user_id=uuid.uuid4(), family="f", ttl=30 * 86400)
+    assert longer["exp"] == 1_700_000_000 + 7 * 86400
 
 
 def test_deterministic_issue_for_the_grace_replay() -> None:

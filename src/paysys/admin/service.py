@@ -45,11 +45,13 @@ ATTEMPTS = 3
 
 async def commit_with_retry(session: AsyncSession, operation: Callable[[], Awaitable[T]]) -> T:
     """Run a write and commit; a deadlocked attempt is rolled back and redone (the retry re-reads
-    everything, so guards see the winner's committed state). At most `ATTEMPTS` tries."""
+    everything, so guards see the winner's committed state). At most `ATTEMPTS` tries. After
+    the commit, the revocations it made (role, status, deletion) are published to Redis."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             result = await operation()
             await session.commit()
+            await accounts.publish_revocations(session)
             return result
         except DBAPIError as exc:
             await session.rollback()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.security import HTTPBearer
 
 from paysys.auth import service
+from paysys.auth.lockout import Policy
 from paysys.auth.schemas import (
     AuthResponse,
     LoginRequest,
@@ -20,7 +21,9 @@ from paysys.auth.schemas import (
     TokenPairResponse,
     UserResponse,
 )
+from paysys.auth.throttle import Throttles
 from paysys.core.clientip import client_ip
+from paysys.core.config import parse_duration
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
 from paysys.core.http import parse_uuid
@@ -38,8 +41,28 @@ _BEARER = [Depends(HTTPBearer(auto_error=False, scheme_name="bearerAuth"))]
 
 def client_info(request: Request) -> service.ClientInfo:
     """The caller's IP (`core.clientip`: the right-most untrusted `X-Forwarded-For` hop when
-    the peer is in `TRUSTED_PROXIES`) and user agent."""
+    the peer is in `TRUSTED_PROXIES`, e.g. the gateway) and user agent."""
     return service.ClientInfo.of(client_ip(request), request.headers.get("user-agent"))
+
+
+def throttles(request: Request) -> Throttles:
+    """The process's lockout and password-change quota (made at first use, with the codec's
+    clock)."""
+    state = request.app.state
+    made: Throttles | None = getattr(state, "throttles", None)
+    if made is None:
+        settings = state.settings
+        made = state.throttles = Throttles(
+            state.redis,
+            state.sessionmaker,
+            Policy.from_settings(settings),
+            change_max=settings.password_change_max,
+            change_window_ms=int(
+                parse_duration(settings.password_change_window).total_seconds() * 1000
+            ),
+            clock=get_codec(request).clock,
+        )
+    return made
 
 
 @router.post(
@@ -67,6 +90,7 @@ async def login(body: LoginRequest, request: Request, session: SessionDep) -> An
     data = await service.login(
         session,
         get_codec(request),
+        throttles(request),
         email=body.email,
         password=body.password,
         client=client_info(request),
@@ -126,13 +150,13 @@ async def me(principal: CurrentUser, session: SessionDep) -> Any:
 @router.post(
     "/password",
     dependencies=_BEARER,
-    summary="Change the password (ends every session)",
+    summary="Change the password (ends every session; limited per user, then 429)",
     responses={200: {"model": MessageResponse}},
 )
 @router.put(
     "/password",
     dependencies=_BEARER,
-    summary="Change the password (ends every session)",
+    summary="Change the password (ends every session; limited per user, then 429)",
     responses={200: {"model": MessageResponse}},
 )
 async def change_password(
@@ -141,6 +165,7 @@ async def change_password(
     await service.change_password(
         session,
         request.app.state.redis,
+        throttles(request),
         principal,
         current_password=body.current_password,
         new_password=body.new_password,
@@ -155,8 +180,8 @@ async def change_password(
     summary="Active sessions",
     responses={200: {"model": SessionsResponse}},
 )
-async def sessions(principal: CurrentUser, session: SessionDep) -> Any:
-    return ok(await service.list_sessions(session, principal))
+async def sessions(principal: CurrentUser, request: Request, session: SessionDep) -> Any:
+    return ok(await service.list_sessions(session, get_codec(request), principal))
 
 
 @router.delete(

@@ -1,4 +1,4 @@
-"""Tables owned by the auth service: sessions, login throttling, revoked access tokens.
+"""Tables owned by the auth service: sessions, the lockout's fallback store, revoked access tokens.
 
 (`users` is `paysys.users.models`: auth and admin share it.)"""
 
@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -57,21 +58,42 @@ class AuthSession(TimestampMixin, Base):
 
 
 class LoginThrottle(Base):
-    """Failed-login bookkeeping per (lower-cased) email, known account or not, so the answers
-    never reveal which emails exist. A success deletes the row."""
+    """The lockout's PostgreSQL copy (used while Redis is down; `paysys.auth.throttle`): one
+    account's failures from one client address (`client_key`), known account or not, so the
+    answers never reveal which emails exist. `account` is a hash of the lower-cased email.
+    A success from the address deletes its row."""
 
     __tablename__ = "auth_login_throttle"
 
-    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    account: Mapped[str] = mapped_column(Text, primary_key=True)
+    client: Mapped[str] = mapped_column(Text, primary_key=True)
     window_start: Mapped[datetime] = mapped_column()
     failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     lock_level: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
-    hour_start: Mapped[datetime] = mapped_column()
-    hour_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_failure_at: Mapped[datetime] = mapped_column()
 
     __table_args__ = (Index("ix_auth_login_throttle_last_failure_at", "last_failure_at"),)
+
+
+class AttemptLog(Base):
+    """Sliding-window logs kept in PostgreSQL while Redis is down: an account's failed logins
+    (`login_failure`, subject = the account hash; the hourly ceiling) and a user's password
+    changes (`password_change`, subject = the user id). One row per event, gone after the
+    window (the sync worker deletes old rows)."""
+
+    __tablename__ = "auth_attempt_log"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('login_failure', 'password_change')", name="scope"),
+        Index("ix_auth_attempt_log_scope_subject_at", "scope", "subject", "at"),
+        Index("ix_auth_attempt_log_at", "at"),
+    )
 
 
 class RevokedAccessToken(Base):

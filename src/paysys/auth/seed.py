@@ -18,12 +18,17 @@ SEED_USERS = (
 
 async def seed(session: AsyncSession) -> None:
     """Creates the three users through the shared domain code (policy, argon2id, events);
-    users that already exist are left exactly as they are."""
-    for email, name, role in SEED_USERS:
-        exists = await session.scalar(
-            select(func.count()).select_from(User).where(func.lower(User.email) == email)
+    users that already exist are left exactly as they are. One short transaction per user, none
+    open while a password is hashed."""
+    emails = [email for email, _, _ in SEED_USERS]
+    existing = set(
+        await session.scalars(
+            select(func.lower(User.email)).where(func.lower(User.email).in_(emails))
         )
-        if exists:
+    )
+    await session.commit()
+    for email, name, role in SEED_USERS:
+        if email in existing:
             continue
         await accounts.create_user(
             session,
@@ -34,4 +39,4 @@ async def seed(session: AsyncSession) -> None:
             via="admin",
             email_verified=True,
         )
-    await session.commit()
+        await session.commit()

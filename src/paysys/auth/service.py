@@ -1,7 +1,10 @@
 """Auth rules: register, login (lockout, equal answers), refresh rotation, logout, sessions.
 
-Each function owns its transaction (commits, or commits the bookkeeping of a failure and then
-raises) and writes its events through the outbox in that same transaction.
+Each function owns its transactions and writes its events through the outbox in the same
+transaction as the change. No database connection or lock is held while argon2 runs
+(api-contracts §3): a login or password change reads what it needs in one short transaction,
+releases the connection, hashes, then writes in another short transaction that re-checks what
+the hash was computed against (the stored password hash, the user's state).
 """
 
 from __future__ import annotations
@@ -11,23 +14,29 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.auth import lockout
-from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken
+from paysys.auth.models import AuthSession, RevokedAccessToken
+from paysys.auth.throttle import LoginAttempt, Throttles
+from paysys.core.clientip import client_key
 from paysys.core.errors import AppError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from paysys.core.events.outbox import emit
 from paysys.core.logging import get_logger
-from paysys.core.passwords import burn_password_check, hash_password, verify_password
+from paysys.core.passwords import (
+    burn_password_check,
+    check_password_policy,
+    hash_password,
+    verify_password,
+)
 from paysys.core.revocation import revoke_session, revoke_token
 from paysys.core.timefmt import iso_z
-from paysys.core.tokens import Principal, TokenCodec, now_ms, token_hash
+from paysys.core.tokens import Principal, TokenCodec, token_hash
 from paysys.users import accounts
 from paysys.users.models import User
 
@@ -36,6 +45,10 @@ log = get_logger("paysys.auth.service")
 # A retried refresh (same consumed token) within this many ms gets the same new pair.
 REFRESH_GRACE_MS = 10_000
 USER_AGENT_MAX = 512
+UNKNOWN_CLIENT = "unknown"
+# A login re-verifies when the stored hash changed between its read and its write (another
+# login upgraded it); more changes than this in that instant: answered as a failure.
+LOGIN_READS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +60,10 @@ class ClientInfo:
     def of(cls, ip: str | None, user_agent: str | None) -> ClientInfo:
         return cls(ip, user_agent[:USER_AGENT_MAX] if user_agent else None)
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+    @property
+    def key(self) -> str:
+        """The lockout's name for this client: IPv4 as is, IPv6 per /64."""
+        return client_key(self.ip) if self.ip else UNKNOWN_CLIENT
 
 
 def _invalid_credentials() -> AppError:
@@ -76,18 +90,29 @@ def _derived_jti(codec: TokenCodec, kind: str, parent_jti: str) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
+def _max_age(codec: TokenCodec) -> timedelta:
+    return codec.settings.session_max_age_td
+
+
 def _pair(
     codec: TokenCodec,
     user: User,
     sid: uuid.UUID,
     issued_ms: int,
     parent_jti: str | None = None,
+    not_after: int | None = None,
 ) -> dict[str, Any]:
+    """An access and a refresh token. `not_after` (epoch s): the session's absolute end, which
+    the refresh token never outlives."""
+    refresh_ttl = codec.refresh_ttl
+    if not_after is not None:
+        refresh_ttl = min(refresh_ttl, max(0, not_after - issued_ms // 1000))
     refresh, _ = codec.issue_refresh(
         user_id=user.id,
         family=str(sid),
         issued_ms=issued_ms,
         jti=_derived_jti(codec, "refresh", parent_jti) if parent_jti else None,
+        ttl=refresh_ttl,
     )
     access, _ = codec.issue_access(
         user_id=user.id,
@@ -95,6 +120,7 @@ def _pair(
         name=user.name,
         role=user.role,
         sid=str(sid),
+        token_version=user.token_version,
         issued_ms=issued_ms,
         jti=_derived_jti(codec, "access", parent_jti) if parent_jti else None,
     )
@@ -104,10 +130,12 @@ def _pair(
 async def _open_session(
     session: AsyncSession, codec: TokenCodec, user: User, client: ClientInfo
 ) -> dict[str, Any]:
+    """A new session row (its times from the database's clock) and its first pair."""
     sid = uuid.uuid4()
-    issued_ms = now_ms()
-    pair = _pair(codec, user, sid, issued_ms)
-    now = utcnow()
+    issued_ms = codec.clock()
+    max_age_s = int(_max_age(codec).total_seconds())
+    pair = _pair(codec, user, sid, issued_ms, not_after=issued_ms // 1000 + max_age_s)
+    lifetime = timedelta(seconds=min(codec.refresh_ttl, max_age_s))
     session.add(
         AuthSession(
             id=sid,
@@ -116,8 +144,7 @@ async def _open_session(
             rotated_at_ms=issued_ms,
             ip=client.ip,
             user_agent=client.user_agent,
-            last_used_at=now,
-            expires_at=now + timedelta(seconds=codec.refresh_ttl),
+            expires_at=func.now() + lifetime,
         )
     )
     return pair
@@ -138,6 +165,7 @@ async def register(
 ) -> dict[str, Any]:
     if role == "ADMIN":
         raise Forbidden("Registering as ADMIN is not allowed")
+    # Hashes before its first query: no connection is held while argon2 runs.
     user = await accounts.create_user(
         session, email=email, password=password, name=name, role=role, via="register"
     )
@@ -149,46 +177,6 @@ async def register(
 # --- login -------------------------------------------------------------------------------
 
 
-def _state(row: LoginThrottle | None) -> lockout.ThrottleState | None:
-    if row is None:
-        return None
-    return lockout.ThrottleState(
-        window_start=row.window_start,
-        failures=row.failures,
-        lock_level=row.lock_level,
-        locked_until=row.locked_until,
-        hour_start=row.hour_start,
-        hour_failures=row.hour_failures,
-        last_failure_at=row.last_failure_at,
-    )
-
-
-async def _lock_account_key(session: AsyncSession, email: str) -> LoginThrottle | None:
-    """Serialise attempts on one account (so parallel guesses cannot outrun the count) and
-    read its throttle row."""
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended("auth-login:" + email, 0)))
-    )
-    return await session.get(LoginThrottle, email, populate_existing=True)
-
-
-async def _record_failure(
-    session: AsyncSession, email: str, row: LoginThrottle | None, now: datetime
-) -> None:
-    state = lockout.record_failure(_state(row), now)
-    values = {
-        "window_start": state.window_start,
-        "failures": state.failures,
-        "lock_level": state.lock_level,
-        "locked_until": state.locked_until,
-        "hour_start": state.hour_start,
-        "hour_failures": state.hour_failures,
-        "last_failure_at": state.last_failure_at,
-    }
-    stmt = pg_insert(LoginThrottle).values(email=email, **values)
-    await session.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=values))
-
-
 async def _login_failed(
     session: AsyncSession,
     email: str,
@@ -196,55 +184,101 @@ async def _login_failed(
     client: ClientInfo,
     actor_id: uuid.UUID | None,
 ) -> None:
+    """The audit event of a failed login, in its own short transaction."""
     await emit(
         session,
         "user.login_failed",
         {"email": email, "ip": client.ip, "reason": reason},
         actor_id=actor_id,
     )
+    await session.commit()
 
 
 async def login(
-    session: AsyncSession, codec: TokenCodec, *, email: str, password: str, client: ClientInfo
+    session: AsyncSession,
+    codec: TokenCodec,
+    throttles: Throttles,
+    *,
+    email: str,
+    password: str,
+    client: ClientInfo,
 ) -> dict[str, Any]:
     """Unknown email, wrong password and deactivated account answer alike (401, same body,
-    one argon2 verification each); the lockout counts all three."""
+    one argon2 verification each); the lockout counts all three, per account and client
+    address, before the password is verified."""
     email = accounts.normalize_email(email)
-    now = utcnow()
-    throttle = await _lock_account_key(session, email)
-    wait = lockout.retry_after(_state(throttle), now)
-    if wait is not None:
+    attempt = await throttles.begin_login(email, client.key)
+    if not attempt.verdict.allowed:
         await _login_failed(session, email, "locked", client, None)
-        await session.commit()
-        raise _locked(wait)
-    user = (
-        await session.execute(
-            select(User)
-            .where(func.lower(User.email) == email, User.deleted_at.is_(None))
-            .with_for_update(read=True)
-        )
-    ).scalar_one_or_none()
-    if user is None:
-        await burn_password_check(password)
-        ok, needs_rehash, reason = False, False, "unknown_email"
-    else:
-        ok, needs_rehash = await verify_password(user.password_hash, password)
-        reason = "wrong_password"
-        if ok and not user.is_active:
-            ok, reason = False, "inactive"
-    if not ok or user is None:
-        await _record_failure(session, email, throttle, now)
-        await _login_failed(session, email, reason, client, user.id if user else None)
-        await session.commit()
-        raise _invalid_credentials()
-    if throttle is not None:
-        await session.execute(delete(LoginThrottle).where(LoginThrottle.email == email))
-    if needs_rehash:
+        raise _locked(attempt.verdict.retry_after)
+    user_id: uuid.UUID | None = None
+    reason = "wrong_password"
+    for _ in range(LOGIN_READS):
+        found = (
+            await session.execute(
+                select(User.id, User.password_hash, User.is_active).where(
+                    func.lower(User.email) == email, User.deleted_at.is_(None)
+                )
+            )
+        ).first()
+        await session.commit()  # release the connection before hashing
+        if found is None:
+            await burn_password_check(password)
+            reason = "unknown_email"
+            break
+        user_id = found.id
+        ok, needs_rehash = await verify_password(found.password_hash, password)
+        if not ok:
+            reason = "wrong_password"
+            break
+        if not found.is_active:
+            reason = "inactive"
+            break
         # Parameters changed since this hash was made: upgrade it (not a user-visible update).
+        upgraded = await hash_password(password) if needs_rehash else None
+        result = await _finish_login(
+            session, codec, found.id, found.password_hash, upgraded, client
+        )
+        if result is None:
+            continue  # the stored hash changed meanwhile: verify against the new one
+        if isinstance(result, str):
+            reason = result
+            break
+        await throttles.login_succeeded(attempt)
+        return result
+    await _fail_login(session, throttles, attempt, email, reason, client, user_id)
+
+
+async def _finish_login(
+    session: AsyncSession,
+    codec: TokenCodec,
+    user_id: uuid.UUID,
+    verified_hash: str,
+    upgraded: str | None,
+    client: ClientInfo,
+) -> dict[str, Any] | str | None:
+    """The write half of a login whose password was verified against `verified_hash`: the
+    answer; a failure reason when the account changed meanwhile; None when only the stored hash
+    changed (verify again)."""
+    query = select(User).where(User.id == user_id).execution_options(populate_existing=True)
+    # FOR SHARE: waits for an in-flight password or role change, so the pair is built from the
+    # row (role, token version) as it will be. FOR UPDATE when the hash is upgraded here.
+    query = query.with_for_update() if upgraded else query.with_for_update(read=True)
+    user = (await session.execute(query)).scalar_one_or_none()
+    if user is None or user.deleted_at is not None:
+        await session.rollback()
+        return "unknown_email"
+    if user.password_hash != verified_hash:
+        await session.rollback()
+        return None
+    if not user.is_active:
+        await session.rollback()
+        return "inactive"
+    if upgraded is not None:
         await session.execute(
             update(User)
             .where(User.id == user.id)
-            .values(password_hash=await hash_password(password), updated_at=User.updated_at)
+            .values(password_hash=upgraded, updated_at=User.updated_at)
             .execution_options(synchronize_session=False)
         )
     pair = await _open_session(session, codec, user, client)
@@ -258,6 +292,20 @@ async def login(
     return {"user": accounts.user_json(user), **pair}
 
 
+async def _fail_login(
+    session: AsyncSession,
+    throttles: Throttles,
+    attempt: LoginAttempt,
+    email: str,
+    reason: str,
+    client: ClientInfo,
+    user_id: uuid.UUID | None,
+) -> NoReturn:
+    throttles.login_failed(attempt, user_id, client.ip)
+    await _login_failed(session, email, reason, client, user_id)
+    raise _invalid_credentials()
+
+
 # --- refresh -----------------------------------------------------------------------------
 
 
@@ -266,55 +314,69 @@ async def refresh(
 ) -> dict[str, Any]:
     """Rotate: the presented token is consumed and a new pair of the same family returned.
     A consumed token presented again revokes the family (401 TOKEN_REUSED), except a retry
-    of the latest rotation within 10 s, which gets the very same pair again."""
+    of the latest rotation within 10 s, which gets the very same pair again. A session older
+    than `SESSION_MAX_AGE` (the database's clock on both ends) is over: 401 TOKEN_EXPIRED."""
     claims = codec.decode_refresh(token)
     try:
         sid = uuid.UUID(claims["fam"])
         user_id = uuid.UUID(claims["sub"])
     except ValueError:
         raise Unauthorized("TOKEN_INVALID", "Token is invalid") from None
-    row = (
-        await session.execute(select(AuthSession).where(AuthSession.id == sid).with_for_update())
-    ).scalar_one_or_none()
-    if row is None or row.user_id != user_id or row.revoked:
+    found = (
+        await session.execute(
+            select(AuthSession, func.now()).where(AuthSession.id == sid).with_for_update()
+        )
+    ).first()
+    if found is None:
         raise Unauthorized("TOKEN_INVALID", "Session has ended")
+    row, db_now = found
+    if row.user_id != user_id or row.revoked:
+        raise Unauthorized("TOKEN_INVALID", "Session has ended")
+    session_end: datetime = row.created_at + _max_age(codec)
+    if db_now >= session_end:
+        raise Unauthorized("TOKEN_EXPIRED", "Session has expired; sign in again")
     # FOR SHARE waits for an in-flight role change / deactivation to commit, so the new
-    # access token is built from the row as it will be.
+    # access token is built from the row (role, token version) as it will be.
     user = (
-        await session.execute(select(User).where(User.id == user_id).with_for_update(read=True))
+        await session.execute(
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update(read=True)
+            .execution_options(populate_existing=True)
+        )
     ).scalar_one_or_none()
     if user is None or not user.is_active or user.deleted_at is not None:
         raise Unauthorized("TOKEN_INVALID", "Session has ended")
     presented = token_hash(token)
-    now = utcnow()
+    not_after = int(session_end.timestamp())
     if hmac.compare_digest(presented, row.refresh_hash):
-        issued_ms = max(now_ms(), row.rotated_at_ms + 1)
-        pair = _pair(codec, user, sid, issued_ms, parent_jti=str(claims["jti"]))
+        issued_ms = max(codec.clock(), row.rotated_at_ms + 1)
+        pair = _pair(codec, user, sid, issued_ms, str(claims["jti"]), not_after)
         row.previous_hash = presented
         row.previous_jti = str(claims["jti"])
         row.refresh_hash = token_hash(pair["refreshToken"])
         row.rotated_at_ms = issued_ms
-        row.last_used_at = now
-        row.expires_at = now + timedelta(seconds=codec.refresh_ttl)
+        row.last_used_at = db_now
+        row.expires_at = min(db_now + timedelta(seconds=codec.refresh_ttl), session_end)
         if client.ip:
             row.ip = client.ip
         if client.user_agent:
             row.user_agent = client.user_agent
-        row.updated_at = now
+        row.updated_at = db_now
         await session.commit()
         return pair
     if (
         row.previous_hash is not None
         and hmac.compare_digest(presented, row.previous_hash)
-        and now_ms() - row.rotated_at_ms <= REFRESH_GRACE_MS
+        and codec.clock() - row.rotated_at_ms <= REFRESH_GRACE_MS
     ):
-        pair = _pair(codec, user, sid, row.rotated_at_ms, parent_jti=str(claims["jti"]))
+        pair = _pair(codec, user, sid, row.rotated_at_ms, str(claims["jti"]), not_after)
         if hmac.compare_digest(token_hash(pair["refreshToken"]), row.refresh_hash):
             await session.commit()
             return pair
     # A consumed token again: someone holds a copy. End the whole family.
     row.revoked = True
-    row.revoked_at = now
+    row.revoked_at = db_now
     row.revoke_reason = "refresh_token_reused"
     await session.flush()
     await _mark_sessions_revoked(redis, [sid], codec)
@@ -326,8 +388,9 @@ async def refresh(
 async def _mark_sessions_revoked(
     redis: Redis, sids: list[uuid.UUID], codec: TokenCodec, principal: Principal | None = None
 ) -> None:
-    """Redis marks, set just before commit (see paysys.users.accounts). Redis down: the session
-    rows still revoke (fallback) and the sync worker re-publishes the marks."""
+    """Redis marks of ended sessions and a logged-out token, set just before the commit: if
+    the commit then fails they only refuse early what was being ended anyway (fail-safe).
+    Redis down: the rows still revoke (fallback) and the sync worker re-publishes the marks."""
     ttl = codec.access_ttl + 60
     try:
         for sid in sids:
@@ -376,8 +439,8 @@ async def logout(
     is revoked in every case."""
     ended: list[uuid.UUID] = []
     if all_sessions:
-        # Every token of the user issued until now dies: the per-user "not before" mark, which
-        # the gateway checks at the edge too, plus every session's revoked flag.
+        # Every token of the user issued until now dies: a token version bump, which the
+        # gateway checks at the edge too, plus every session's revoked flag.
         user = await accounts.get_user(session, principal.id, lock=True)
         await accounts.revoke_user(session, redis, user, end_sessions=True, reason="logout_all")
     else:
@@ -398,7 +461,7 @@ async def logout(
         .values(
             jti=principal.jti,
             user_id=principal.id,
-            expires_at=datetime.fromtimestamp(principal.expires_at, UTC),
+            expires_at=datetime.fromtimestamp(principal.expires_at, tz=UTC),
         )
         .on_conflict_do_nothing()
     )
@@ -411,6 +474,7 @@ async def logout(
     await session.flush()
     await _mark_sessions_revoked(redis, ended, codec, principal)
     await session.commit()
+    await accounts.publish_revocations(session)
 
 
 async def me(session: AsyncSession, principal: Principal) -> dict[str, Any]:
@@ -418,39 +482,71 @@ async def me(session: AsyncSession, principal: Principal) -> dict[str, Any]:
     return accounts.user_json(user)
 
 
+def _too_many_changes(seconds: int) -> AppError:
+    return AppError(
+        "RATE_LIMIT_EXCEEDED",
+        "Too many password changes; try again later",
+        details={"retryAfter": seconds},
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 async def change_password(
     session: AsyncSession,
     redis: Redis,
+    throttles: Throttles,
     principal: Principal,
     *,
     current_password: str,
     new_password: str,
     client: ClientInfo,
 ) -> None:
-    """Wrong current password → 401 INVALID_CREDENTIALS (counted by the lockout, so a stolen
-    access token cannot be used to guess the password); then the policy. Every token and
-    session of the user is revoked: all devices sign in again with the new password."""
-    # Same lock order as login: the account's advisory lock first, then the user row.
-    email = accounts.normalize_email((await accounts.get_user(session, principal.id)).email)
-    now = utcnow()
-    throttle = await _lock_account_key(session, email)
-    user = await accounts.get_user(session, principal.id, lock=True)
-    wait = lockout.retry_after(_state(throttle), now)
-    if wait is not None:
-        raise _locked(wait)
-    ok, _ = await verify_password(user.password_hash, current_password)
-    if not ok:
-        await _record_failure(session, email, throttle, now)
-        await session.commit()
-        raise _invalid_credentials()
+    """At most `PASSWORD_CHANGE_MAX` changes per user per window (429). A wrong current
+    password → 401 INVALID_CREDENTIALS and counts as a failed login for the account and the
+    client address (so a stolen access token cannot be used to guess the password). Every token
+    and session of the user is revoked: all devices sign in again with the new password.
+    No connection or lock is held while the current password is verified or the new one hashed.
+    """
+    found = (
+        await session.execute(
+            select(User.id, User.email, User.password_hash).where(
+                User.id == principal.id, User.deleted_at.is_(None)
+            )
+        )
+    ).first()
+    await session.commit()  # release the connection before hashing
+    if found is None:
+        raise NotFound("USER_NOT_FOUND", "User not found")
     if new_password == current_password:
         raise ValidationFailed("newPassword", "must differ from the current password")
-    await accounts.set_password(session, redis, user, new_password)
-    await emit(session, "user.password_changed", {"userId": str(user.id)}, actor_id=user.id)
-    await session.commit()
+    check_password_policy(new_password, found.email, "newPassword")
+    ticket = await throttles.begin_change(found.id)
+    if not ticket.allowed:
+        raise _too_many_changes(ticket.retry_after)
+    try:
+        attempt = await throttles.begin_login(accounts.normalize_email(found.email), client.key)
+        if not attempt.verdict.allowed:
+            raise _locked(attempt.verdict.retry_after)
+        ok, _ = await verify_password(found.password_hash, current_password)
+        if not ok:
+            throttles.login_failed(attempt, found.id, client.ip)
+            raise _invalid_credentials()
+        await throttles.login_succeeded(attempt)
+        new_hash = await accounts.new_password_hash(new_password, found.email)
+        user = await accounts.set_password(
+            session, redis, found.id, new_hash, replaces=found.password_hash
+        )
+        await emit(session, "user.password_changed", {"userId": str(user.id)}, actor_id=user.id)
+        await session.commit()
+    except BaseException:
+        await throttles.release_change(ticket)
+        raise
+    await accounts.publish_revocations(session)
 
 
-async def list_sessions(session: AsyncSession, principal: Principal) -> dict[str, Any]:
+async def list_sessions(
+    session: AsyncSession, codec: TokenCodec, principal: Principal
+) -> dict[str, Any]:
     rows = (
         await session.execute(
             select(AuthSession)
@@ -458,6 +554,7 @@ async def list_sessions(session: AsyncSession, principal: Principal) -> dict[str
                 AuthSession.user_id == principal.id,
                 AuthSession.revoked.is_(False),
                 AuthSession.expires_at > func.now(),
+                AuthSession.created_at > func.now() - _max_age(codec),
             )
             .order_by(AuthSession.created_at.desc(), AuthSession.id)
         )

@@ -1,11 +1,12 @@
 """Background work of the auth service.
 
-`revocation_sync`: the database is the record of every revocation (users'
-`tokens_valid_after_ms`, sessions' `revoked` flag, access tokens revoked on their own); Redis
-holds the marks the hot path reads.
-A revocation made while Redis was down (by auth or by admin) is in the database only; this
-worker re-publishes recent revocations to Redis, so when Redis returns it knows them too.
-It also forgets stale failed-login bookkeeping and revoked tokens past their expiry.
+`revocation_sync`: the database is the record of every revocation (users' `token_version`,
+sessions' `revoked` flag, access tokens revoked on their own); Redis holds the marks the hot
+path reads. A revocation made while Redis was down (by auth or by admin), or one whose caller
+did not publish it after its commit, is in the database only; this worker re-publishes recent
+revocations to Redis, so when Redis returns it knows them too. "Recent" is judged by the
+database's clock alone (`token_version_at`, `revoked_at`). It also forgets the lockout's stale
+PostgreSQL rows and revoked tokens past their expiry.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select
 
-from paysys.auth.models import AuthSession, LoginThrottle, RevokedAccessToken
+from paysys.auth.models import AuthSession, RevokedAccessToken
+from paysys.auth.throttle import forget_stale
+from paysys.core.config import Settings, parse_duration
 from paysys.core.logging import get_logger
-from paysys.core.revocation import revoke_session, revoke_token, revoke_user_tokens_before
+from paysys.core.revocation import publish_token_version, revoke_session, revoke_token
 from paysys.core.runtime import Runtime
 from paysys.users.models import User
 
@@ -29,7 +31,15 @@ SYNC_INTERVAL = 2.0
 # (marks are not persisted), which triggers a full re-publication.
 SYNCED_KEY = "auth:revocations:synced"
 OVERLAP = timedelta(seconds=60)  # covers transactions that commit a little after their now()
-THROTTLE_KEEP = timedelta(hours=1)
+
+
+def throttle_keep(settings: Settings) -> timedelta:
+    """How long the lockout's PostgreSQL rows can matter: the longest of its windows."""
+    return max(
+        timedelta(hours=1),
+        parse_duration(settings.lockout_window),
+        parse_duration(settings.password_change_window),
+    )
 
 
 async def sync_once(runtime: Runtime, since: datetime | None) -> datetime:
@@ -43,12 +53,9 @@ async def sync_once(runtime: Runtime, since: datetime | None) -> datetime:
         now: datetime = (await session.execute(select(func.now()))).scalar_one()
         horizon = now - access_ttl - OVERLAP
         start = max(horizon, since - OVERLAP) if since is not None else horizon
-        start_ms = int(start.timestamp() * 1000)
         user_rows = (
             await session.execute(
-                select(User.id, User.tokens_valid_after_ms).where(
-                    User.tokens_valid_after_ms > start_ms
-                )
+                select(User.id, User.token_version).where(User.token_version_at > start)
             )
         ).all()
         session_ids = (
@@ -66,26 +73,17 @@ async def sync_once(runtime: Runtime, since: datetime | None) -> datetime:
                 )
             )
         ).all()
-        await _forget_stale_throttles(session, now)
+        await forget_stale(session, now, throttle_keep(runtime.settings))
         await session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now))
         await session.commit()
-    for user_id, at_ms in user_rows:
-        await revoke_user_tokens_before(runtime.redis, user_id, int(at_ms), ttl)
+    for user_id, version in user_rows:
+        await publish_token_version(runtime.redis, user_id, int(version), ttl)
     for sid in sids:
         await revoke_session(runtime.redis, str(sid), ttl)
     for jti, expires_at in tokens:
         await revoke_token(runtime.redis, jti, int(expires_at.timestamp()))
     await runtime.redis.set(SYNCED_KEY, "1")
     return now
-
-
-async def _forget_stale_throttles(session: AsyncSession, now: datetime) -> None:
-    await session.execute(
-        delete(LoginThrottle).where(
-            LoginThrottle.last_failure_at < now - THROTTLE_KEEP,
-            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
-        )
-    )
 
 
 async def revocation_sync(runtime: Runtime) -> None:

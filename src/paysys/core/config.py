@@ -7,7 +7,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Development defaults. With ENV=production the services refuse to start on these.
@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     jwt_refresh_expiry: str = "7d"
     jwt_issuer: str = "paysys-auth"
     jwt_audience: str = "paysys-api"
+    # Absolute session lifetime (ASVS V3.3): no refresh after it, however often refreshed.
+    session_max_age: str = "30d"
+
+    # Failed-login lockout (api-contracts §3, docs/auth.md): per account and client address
+    # (IPv6 per /64), and a ceiling per account across all addresses (ASVS V2.2.1).
+    lockout_threshold: int = Field(default=5, ge=1)
+    lockout_window: str = "15m"
+    lockout_base_duration: str = "1m"
+    lockout_max_duration: str = "15m"
+    lockout_account_hourly_max: int = Field(default=100, ge=1)
+    # Password changes per user per window (then 429).
+    password_change_max: int = Field(default=5, ge=1)
+    password_change_window: str = "15m"
 
     auth_service_url: CsvList = ["http://127.0.0.1:3001"]
     payments_service_url: CsvList = ["http://127.0.0.1:3002"]
@@ -136,7 +149,15 @@ class Settings(BaseSettings):
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("jwt_access_expiry", "jwt_refresh_expiry")
+    @field_validator(
+        "jwt_access_expiry",
+        "jwt_refresh_expiry",
+        "session_max_age",
+        "lockout_window",
+        "lockout_base_duration",
+        "lockout_max_duration",
+        "password_change_window",
+    )
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
@@ -185,6 +206,10 @@ class Settings(BaseSettings):
     @property
     def refresh_ttl(self) -> timedelta:
         return parse_duration(self.jwt_refresh_expiry)
+
+    @property
+    def session_max_age_td(self) -> timedelta:
+        return parse_duration(self.session_max_age)
 
     @property
     def async_database_url(self) -> str:

@@ -1,8 +1,10 @@
 """Access and refresh tokens: issue, verify, and the per-process cache of verified tokens.
 
 Access and refresh tokens are HS256 JWTs (algorithm pinned) with `type`, `iss`, `aud`, `exp`,
-`jti`, `sub`. Pure CPU, no I/O: cheap enough for the gateway's hot path. Whether a verified
-token was revoked since is `core.revocation`'s question.
+`jti`, `sub`; access tokens also carry `ver`, the user's token version when they were issued
+(api-contracts §1.5). Pure CPU, no I/O: cheap enough for the gateway's hot path. Whether a
+verified token was revoked since is `core.revocation`'s question (an integer comparison of
+`ver` with the user's current version: no clocks of different hosts are ever compared).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,7 @@ class Principal:
     role: str
     jti: str
     sid: str | None
-    issued_at_ms: int
+    token_version: int  # the `ver` claim
     expires_at: int
 
     @property
@@ -44,11 +47,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class TokenCodec:
-    """Issue and verify tokens. Pure: no I/O, so it is cheap on the gateway's hot path."""
+Clock = Callable[[], int]
+"""Epoch milliseconds. Injected where tests need another host's clock (`TokenCodec(clock=)`)."""
 
-    def __init__(self, settings: Settings) -> None:
+
+class TokenCodec:
+    """Issue and verify tokens. Pure: no I/O, so it is cheap on the gateway's hot path.
+
+    `clock` is this process's time for issuing (`iat`, `exp`) and for the auth service's other
+    time-keeping (lockout); tests inject a skewed one."""
+
+    def __init__(self, settings: Settings, clock: Clock = now_ms) -> None:
         self.settings = settings
+        self.clock = clock
         self.access_ttl = int(settings.access_ttl.total_seconds())
         self.refresh_ttl = int(settings.refresh_ttl.total_seconds())
 
@@ -61,14 +72,13 @@ class TokenCodec:
         issued_ms: int | None = None,
         jti: str | None = None,
     ) -> dict[str, Any]:
-        issued_ms = now_ms() if issued_ms is None else issued_ms
+        issued_ms = self.clock() if issued_ms is None else issued_ms
         return {
             "sub": sub,
             "type": kind,
             "iss": self.settings.jwt_issuer,
             "aud": self.settings.jwt_audience,
             "iat": issued_ms // 1000,
-            "iatMs": issued_ms,
             "exp": issued_ms // 1000 + ttl,
             "jti": jti or str(uuid.uuid4()),
             **extra,
@@ -82,16 +92,25 @@ class TokenCodec:
         name: str,
         role: str,
         sid: str,
+        token_version: int = 0,
         issued_ms: int | None = None,
         jti: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """`issued_ms`/`jti` make issuance deterministic (refresh grace replays the same pair)."""
+        """`issued_ms`/`jti` make issuance deterministic (refresh grace replays the same pair);
+        `token_version` is the user's current version (`ver`)."""
         sub = str(user_id)
         claims = self._claims(
             "access",
             sub,
             self.access_ttl,
-            {"email": email, "name": name, "role": role, "sid": sid, "userId": sub},
+            {
+                "email": email,
+                "name": name,
+                "role": role,
+                "sid": sid,
+                "ver": token_version,
+                "userId": sub,
+            },
             issued_ms,
             jti,
         )
@@ -107,10 +126,12 @@ class TokenCodec:
         family: str,
         issued_ms: int | None = None,
         jti: str | None = None,
+        ttl: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        claims = self._claims(
-            "refresh", str(user_id), self.refresh_ttl, {"fam": family}, issued_ms, jti
-        )
+        """`ttl` (seconds) shortens the token below `JWT_REFRESH_EXPIRY`: a session's absolute
+        lifetime (`SESSION_MAX_AGE`) ends it sooner."""
+        lifetime = self.refresh_ttl if ttl is None else max(0, min(ttl, self.refresh_ttl))
+        claims = self._claims("refresh", str(user_id), lifetime, {"fam": family}, issued_ms, jti)
         token = jwt.encode(claims, self.settings.jwt_refresh_secret, ALGORITHM)
         return token, claims
 
@@ -147,10 +168,11 @@ class TokenCodec:
                 role=str(claims["role"]),
                 jti=str(claims["jti"]),
                 sid=claims.get("sid"),
-                issued_at_ms=int(claims.get("iatMs", int(claims["iat"]) * 1000)),
+                token_version=_version(claims["ver"]),
                 expires_at=int(claims["exp"]),
             )
         except (KeyError, ValueError, TypeError):
+            # No `ver` (a token from before versions) or a malformed one: refresh to get one.
             raise Unauthorized("TOKEN_INVALID", "Token is invalid") from None
 
     def decode_refresh(self, token: str) -> dict[str, Any]:
@@ -158,6 +180,12 @@ class TokenCodec:
         if not isinstance(claims.get("fam"), str):
             raise Unauthorized("TOKEN_INVALID", "Token is invalid")
         return claims
+
+
+def _version(value: object) -> int:
+    if type(value) is not int or value < 0:  # bool is an int subclass, not a version
+        raise ValueError("ver must be a non-negative integer")
+    return value
 
 
 def bearer_token(authorization: str | None) -> str:

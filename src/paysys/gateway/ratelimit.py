@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from paysys.core.logging import get_logger
 from paysys.core.redis import HotPathRedis, RedisPipe, create_pipe, hot_path_client
-from paysys.core.revocation import NOT_BEFORE_KEY, REVOKED_JTI_KEY, REVOKED_SID_KEY
+from paysys.core.revocation import REVOKED_JTI_KEY, REVOKED_SID_KEY, TOKEN_VERSION_KEY
 from paysys.core.tokens import Principal
 
 log = get_logger("paysys.gateway.ratelimit")
@@ -38,16 +38,16 @@ FAIL_OPEN = Counter(
     "Requests limited by the per-process fallback because Redis could not answer",
 )
 
-# KEYS[1] window key; optional KEYS[2] revoked-jti key, KEYS[3] user not-before key,
+# KEYS[1] window key; optional KEYS[2] revoked-jti key, KEYS[3] the user's token-version key,
 # KEYS[4] revoked-session key (a token of an ended session).
-# ARGV: limit, window (ms), unique member, token issued-at (ms, with the revocation keys).
+# ARGV: limit, window (ms), unique member, the token's `ver` (with the revocation keys).
 # → {1 admitted | 0 limited | -1 revoked, remaining, ms until the oldest entry leaves}
 SLIDING_WINDOW_LUA = """
 if #KEYS >= 3 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0, 0} end
   if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {-1, 0, 0} end
-  local nbf = redis.call('GET', KEYS[3])
-  if nbf and tonumber(ARGV[4]) < tonumber(nbf) then return {-1, 0, 0} end
+  local current = redis.call('GET', KEYS[3])
+  if current and tonumber(ARGV[4]) < tonumber(current) then return {-1, 0, 0} end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -174,11 +174,11 @@ class RateLimiter:
             keys = [
                 self.prefix + key,
                 REVOKED_JTI_KEY.format(principal.jti),
-                NOT_BEFORE_KEY.format(principal.id),
+                TOKEN_VERSION_KEY.format(principal.id),
             ]
             if principal.sid:
                 keys.append(REVOKED_SID_KEY.format(principal.sid))
-            args = [policy.limit, policy.window_ms, member, principal.issued_at_ms]
+            args = [policy.limit, policy.window_ms, member, principal.token_version]
         try:
             result = await self._eval(keys, args)
         except (TimeoutError, RedisError, OSError) as exc:

@@ -5,14 +5,18 @@ Used by the auth service (register, password change, logout everywhere) and the 
 never commits: the caller's service layer commits once, so the change and its outbox event land
 together. Revocation ends the user's sessions too (`auth_sessions`, the auth service's table).
 
-Revocation ordering (commit-safe): the row changes are flushed first (taking the user's row
-lock, so a concurrent refresh waits and then reads the new row), then the "not before" instant
-is taken and written to `users.tokens_valid_after_ms` (and sessions are marked revoked), and
-finally the Redis marks are set, just before the caller commits. If the commit then fails,
-the only effect left behind is that the user's tokens were revoked early (fail-safe: they log
-in again); nothing is ever half-granted. If Redis is unreachable the database copy still
+No database connection is held while argon2 runs (api-contracts §3): `create_user` hashes
+before its first query, and a password change hashes first (`new_password_hash`) and then calls
+`set_password` with the hash, which re-checks in its own short transaction that the password it
+replaces is still the one the caller verified. Callers hash with no transaction open.
+
+Revocation (api-contracts §1.5): `revoke_user` bumps `users.token_version` under the user's row
+lock (a concurrent refresh waits and then reads the new row and version) and ends sessions; the
+Redis marks are staged and published by the caller right after its commit
+(`publish_revocations`), never before it: a bump that was rolled back must not refuse the tokens
+the user gets next. If Redis is unreachable, or a caller never publishes, the database still
 revokes: every service's `db_revocation_fallback` reads it while Redis is down, and the auth
-service's revocation sync worker re-publishes recent revocations once Redis is back.
+service's sync worker publishes recent bumps to Redis within seconds.
 """
 
 from __future__ import annotations
@@ -23,23 +27,20 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from paysys.auth.models import AuthSession
 from paysys.core.config import get_settings
-from paysys.core.errors import AppError, Conflict, NotFound, ValidationFailed
+from paysys.core.errors import AppError, Conflict, NotFound, Unauthorized, ValidationFailed
 from paysys.core.events.outbox import emit
-from paysys.core.logging import get_logger
 from paysys.core.passwords import check_password_policy, hash_password
-from paysys.core.revocation import revoke_session, revoke_user_tokens_before
+from paysys.core.revocation import publish_committed, stage
 from paysys.core.timefmt import iso_or_none
-from paysys.core.tokens import ROLES, now_ms
+from paysys.core.tokens import ROLES
 from paysys.users.models import User
-
-log = get_logger("paysys.users.accounts")
 
 NAME_MAX = 100
 EMAIL_MAX = 254
@@ -111,7 +112,7 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = Fa
     return user
 
 
-def _revocation_ttl() -> int:
+def revocation_ttl() -> int:
     # Access tokens are the only tokens checked against these marks (refresh tokens are checked
     # against the session rows), so the marks live as long as any access token could.
     return int(get_settings().access_ttl.total_seconds()) + 60
@@ -125,18 +126,24 @@ async def revoke_user(
     end_sessions: bool,
     reason: str,
 ) -> int:
-    """Revoke every token issued to `user` before now; returns the instant (epoch ms).
+    """Revoke every access token issued to `user` until now: bump its token version; returns
+    the new version. Publish after the commit (`publish_revocations`).
 
     `end_sessions` also revokes every refresh family (password change, deactivation,
-    deletion); a role change keeps the sessions so the next refresh carries the new role.
-    Call after the user's row was changed and flushed (its row lock is held).
+    deletion, logout of all sessions); a role change keeps the sessions so the next refresh
+    carries the new role. Call after the user's row was changed (its row lock is held).
     """
     await session.flush()
-    at_ms = now_ms()
-    await session.execute(
-        update(User).where(User.id == user.id).values(tokens_valid_after_ms=at_ms)
-    )
-    user.tokens_valid_after_ms = at_ms
+    version = (
+        await session.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(token_version=User.token_version + 1, token_version_at=func.now())
+            .returning(User.token_version)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one()
+    set_committed_value(user, "token_version", version)
     ended: list[uuid.UUID] = []
     if end_sessions:
         ended = list(
@@ -149,16 +156,14 @@ async def revoke_user(
                 )
             ).scalars()
         )
-    if redis is not None:
-        ttl = _revocation_ttl()
-        try:
-            await revoke_user_tokens_before(redis, user.id, at_ms, ttl)
-            for sid in ended:
-                await revoke_session(redis, str(sid), ttl)
-        except RedisError:
-            # The database copy still revokes (fallback); the sync worker re-publishes it.
-            log.warning("redis unavailable while revoking; database fallback in force")
-    return at_ms
+    stage(session, redis, user_id=user.id, version=version, sessions=ended)
+    return int(version)
+
+
+async def publish_revocations(session: AsyncSession) -> None:
+    """After the commit: tell Redis about the revocations this session committed (the gateway
+    and every service refuse the tokens at once). Never raises for Redis."""
+    await publish_committed(session, revocation_ttl())
 
 
 async def _active_admin_ids(session: AsyncSession) -> list[uuid.UUID]:
@@ -204,14 +209,17 @@ async def create_user(
     actor_id: uuid.UUID | None = None,
     email_verified: bool = False,
 ) -> User:
-    """Policy, case-insensitive duplicate check (409 EMAIL_EXISTS), argon2id, `user.created`."""
+    """Policy, argon2id, case-insensitive duplicate check (409 EMAIL_EXISTS), `user.created`.
+
+    The hash is made before the first query, so a caller that has no transaction open (the
+    services) holds no database connection while argon2 runs; a taken email costs the same
+    hash, so the answer's timing does not tell either."""
     email = validate_email(email)
     name = validate_name(name)
     role = validate_role(role)
-    check_password_policy(password, email, "password")
+    password_hash = await new_password_hash(password, email, "password")
     if await _email_taken(session, email, None):
         raise Conflict("EMAIL_EXISTS", "Email is already registered")
-    password_hash = await hash_password(password)
     user = User(
         id=uuid.uuid4(),
         email=email,
@@ -220,7 +228,7 @@ async def create_user(
         password_hash=password_hash,
         is_active=True,
         email_verified=email_verified,
-        tokens_valid_after_ms=0,
+        token_version=0,
     )
     try:
         async with session.begin_nested():
@@ -368,15 +376,33 @@ async def delete_user(
     await emit(session, "user.deleted", {"userId": str(user.id)}, actor_id=actor_id)
 
 
+async def new_password_hash(password: str, email: str, field: str = "newPassword") -> str:
+    """The policy (400 with one `details` entry per failed rule), then the argon2id hash.
+    Call with no database transaction open: hashing takes ~20 ms of a core."""
+    check_password_policy(password, email, field)
+    return await hash_password(password)
+
+
 async def set_password(
-    session: AsyncSession, redis: Redis | None, user: User, new_password: str
-) -> None:
-    """Policy-checked new hash; every token and session of the user is revoked (the caller
-    verified the current password and emits `user.password_changed`)."""
-    check_password_policy(new_password, user.email, "newPassword")
-    user.password_hash = await hash_password(new_password)
+    session: AsyncSession,
+    redis: Redis | None,
+    user_id: uuid.UUID,
+    password_hash: str,
+    *,
+    replaces: str,
+) -> User:
+    """Store a new hash (from `new_password_hash`) in place of `replaces`, the hash the caller
+    verified the current password against; every token and session of the user is revoked.
+    If the stored hash changed meanwhile (a concurrent change), the verified password is not
+    the current one any more: 401 INVALID_CREDENTIALS. The caller emits
+    `user.password_changed`, commits and publishes."""
+    user = await get_user(session, user_id, lock=True)
+    if user.password_hash != replaces or not user.is_active:
+        raise Unauthorized("INVALID_CREDENTIALS", "Invalid email or password")
+    user.password_hash = password_hash
     user.updated_at = datetime.now(UTC)
     await revoke_user(session, redis, user, end_sessions=True, reason="password_changed")
+    return user
 
 
 __all__ = [
@@ -385,6 +411,8 @@ __all__ = [
     "create_user",
     "delete_user",
     "get_user",
+    "new_password_hash",
+    "publish_revocations",
     "revoke_user",
     "set_active",
     "set_password",

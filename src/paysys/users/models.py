@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Text, func, text
+from sqlalchemy import Boolean, CheckConstraint, Index, Integer, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paysys.core.db import Base, TimestampMixin
@@ -23,14 +23,22 @@ class User(TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     email_verified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
-    # Tokens issued before this instant (epoch ms) are revoked: the database copy of the
-    # Redis "not before" mark, used when Redis is unreachable.
-    tokens_valid_after_ms: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # Access tokens carry the version they were issued under (`ver`); one below this is
+    # revoked (api-contracts §1.5). Bumped by password change, role change, deactivation,
+    # deletion and logout of all sessions. Redis holds a copy for the hot path.
+    token_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # When it was last bumped (the database's clock): only for the revocation sync worker,
+    # which re-publishes recent bumps to Redis. Never compared with a token.
+    token_version_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
         CheckConstraint("role IN ('CUSTOMER', 'VENDOR', 'ADMIN')", name="role"),
         Index("uq_users_email_lower", func.lower(text("email")), unique=True),
         Index("ix_users_created_at", "created_at", "id"),
         Index("ix_users_role", "role"),
-        Index("ix_users_tokens_valid_after_ms", "tokens_valid_after_ms"),
+        Index(
+            "ix_users_token_version_at",
+            "token_version_at",
+            postgresql_where=text("token_version_at IS NOT NULL"),
+        ),
     )

@@ -152,12 +152,16 @@ class ChangeTicket:
         return max(1, -(-self.retry_after_ms // 1000))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return _EPOCH + ms * _MS  # exact (no float on the way)
 
 
 def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    return (value - _EPOCH) // _MS
 
 
 class Throttles:

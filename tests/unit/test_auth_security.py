@@ -156,3 +156,31 @@ async def test_dummy_hash_matches_current_parameters(monkeypatch: pytest.MonkeyP
     await passwords.burn_password_check("anything")
     assert passwords._dummy_hash is not None
     assert not PASSWORD_HASHER.check_needs_rehash(passwords._dummy_hash)
+
+
+async def test_account_changes_never_take_every_hashing_thread() -> None:
+    """Change-lane jobs (registration, password change) run at most CHANGE_THREADS at a time,
+    so a login submitted during a burst of them starts at once on a free thread."""
+    import asyncio
+    import threading
+
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def change(seconds: float) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(seconds)
+        with lock:
+            running[0] -= 1
+
+    assert max(1, passwords._HASH_THREADS // 2) == passwords.CHANGE_THREADS
+    assert passwords.CHANGE_THREADS < passwords._HASH_THREADS or passwords._HASH_THREADS == 1
+    burst = [asyncio.create_task(passwords._in_pool(change, 0.05, lane="change")) for _ in range(8)]
+    await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    await passwords._in_pool(time.sleep, 0)  # a login's verification
+    waited = time.perf_counter() - started
+    await asyncio.gather(*burst)
+    assert peak[0] == passwords.CHANGE_THREADS
+    assert waited < 0.05 * 4, waited  # not behind the eight changes (0.4 s of work)

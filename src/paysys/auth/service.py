@@ -235,7 +235,7 @@ async def login(
             reason = "inactive"
             break
         # Parameters changed since this hash was made: upgrade it (not a user-visible update).
-        upgraded = await hash_password(password) if needs_rehash else None
+        upgraded = await hash_password(password, lane="login") if needs_rehash else None
         result = await _finish_login(
             session, codec, found.id, found.password_hash, upgraded, client
         )
@@ -527,7 +527,7 @@ async def change_password(
         attempt = await throttles.begin_login(accounts.normalize_email(found.email), client.key)
         if not attempt.verdict.allowed:
             raise _locked(attempt.verdict.retry_after)
-        ok, _ = await verify_password(found.password_hash, current_password)
+        ok, _ = await verify_password(found.password_hash, current_password, lane="change")
         if not ok:
             throttles.login_failed(attempt, found.id, client.ip)
             raise _invalid_credentials()

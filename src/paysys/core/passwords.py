@@ -3,6 +3,11 @@
 argon2id (m = 19 MiB, t = 2, p = 1), hashed and verified in a small dedicated thread pool
 (never on the event loop), upgraded on login when the parameters change; the policy reports
 one `details` entry per failed rule.
+
+Two lanes share the pool: logins, and account changes (registration, password change, admin
+create), which may occupy at most half of its threads at a time. A burst of changes therefore
+queues behind itself and always leaves logins a thread (api-contracts §3: a password-change
+burst must not starve other users' logins).
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -36,6 +42,13 @@ PASSWORD_MAX = 128
 _HASH_THREADS = os.cpu_count() or 2
 _hash_pool: ThreadPoolExecutor | None = None
 
+Lane = Literal["login", "change"]
+CHANGE_THREADS = max(1, _HASH_THREADS // 2)
+# One gate per event loop (asyncio primitives belong to the loop they are first used on).
+_change_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def _pool() -> ThreadPoolExecutor:
     global _hash_pool
@@ -44,12 +57,24 @@ def _pool() -> ThreadPoolExecutor:
     return _hash_pool
 
 
-async def _in_pool(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(_pool(), fn, *args)
+def _change_gate(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    gate = _change_gates.get(loop)
+    if gate is None:
+        gate = _change_gates[loop] = asyncio.Semaphore(CHANGE_THREADS)
+    return gate
 
 
-async def hash_password(password: str) -> str:
-    return str(await _in_pool(PASSWORD_HASHER.hash, password))
+async def _in_pool(fn: Callable[..., Any], *args: Any, lane: Lane = "login") -> Any:
+    loop = asyncio.get_running_loop()
+    if lane == "change":
+        async with _change_gate(loop):
+            return await loop.run_in_executor(_pool(), fn, *args)
+    return await loop.run_in_executor(_pool(), fn, *args)
+
+
+async def hash_password(password: str, *, lane: Lane = "change") -> str:
+    """A new hash: an account change unless told otherwise (a login's hash upgrade)."""
+    return str(await _in_pool(PASSWORD_HASHER.hash, password, lane=lane))
 
 
 def _verify(stored_hash: str, password: str) -> tuple[bool, bool]:
@@ -60,9 +85,12 @@ def _verify(stored_hash: str, password: str) -> tuple[bool, bool]:
     return True, PASSWORD_HASHER.check_needs_rehash(stored_hash)
 
 
-async def verify_password(stored_hash: str, password: str) -> tuple[bool, bool]:
-    """(matches, needs_rehash). Runs in the hashing pool."""
-    result: tuple[bool, bool] = await _in_pool(_verify, stored_hash, password)
+async def verify_password(
+    stored_hash: str, password: str, *, lane: Lane = "login"
+) -> tuple[bool, bool]:
+    """(matches, needs_rehash). Runs in the hashing pool (a password change verifies the
+    current password in the change lane)."""
+    result: tuple[bool, bool] = await _in_pool(_verify, stored_hash, password, lane=lane)
     return result
 
 

@@ -13,6 +13,7 @@ import sys
 BENCHMARKS = [
     ["bench.events_latency"],
     ["bench.auth_login"],
+    ["bench.auth_password_burst"],
     ["bench.gateway_proxy"],
     ["bench.payments_throughput"],
     ["bench.profile_cache"],

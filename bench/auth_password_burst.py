@@ -129,8 +129,8 @@ async def phase(
     stop.set()
     login_lat = [x for chunk in await asyncio.gather(*logins) for x in chunk]
     read_lat = await reads
+    elapsed = time.perf_counter() - started  # before waiting for the changers' last round
     changes = sum(await asyncio.gather(*burst))
-    elapsed = time.perf_counter() - started
     return {
         "logins_per_s": len(login_lat) / elapsed,
         "login_p50_ms": pct(login_lat, 50),

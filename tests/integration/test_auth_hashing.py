@@ -12,11 +12,13 @@ from typing import Any
 import argon2
 import httpx
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paysys.auth.seed import seed
+from paysys.auth.throttle import CHANGES_KEY
 from paysys.core import passwords
+from paysys.core.events.models import OutboxEvent
 from paysys.users.models import User
 from tests.support.auth import (
     OTHER_PASSWORD,
@@ -200,3 +202,96 @@ async def test_password_change_burst_does_not_starve_other_users(
     assert read_p99 < burst / 3, detail
     assert login_p99 < burst / 2, detail
     assert max(seconds for _, seconds in changes) <= burst
+
+
+# --- what may change while a password is being hashed ------------------------------------
+
+
+def _meanwhile(monkeypatch: pytest.MonkeyPatch, change: Callable[[], Any]) -> list[int]:
+    """Run `change` (another request's effect) once, between a verification's read and its
+    write: while the hash is computed and no connection is held."""
+    from paysys.auth import service
+
+    original = service.verify_password
+    calls: list[int] = []
+
+    async def verify(stored_hash: str, password: str, **lane: Any) -> tuple[bool, bool]:
+        calls.append(1)
+        result = await original(stored_hash, password, **lane)
+        if len(calls) == 1:
+            await change()
+        return result
+
+    monkeypatch.setattr(service, "verify_password", verify)
+    return calls
+
+
+async def _set(email: str, **values: Any) -> None:
+    async with runtime() as rt, rt.sessionmaker() as session:
+        await session.execute(update(User).where(User.email == email).values(**values))
+        await session.commit()
+
+
+async def test_login_verifies_again_when_another_login_upgraded_the_hash(
+    app_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = await app_client("auth")
+    email = unique_email()
+    await register(auth, email=email)
+    other_hash = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024).hash(PASSWORD)
+    calls = _meanwhile(monkeypatch, lambda: _set(email, password_hash=other_hash))
+    response = await login(auth, email)
+    assert response.status_code == 200, response.text
+    assert len(calls) == 2  # the stored hash changed: verified again against the new one
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"is_active": False}, "inactive"),
+        ({"deleted_at": func.now()}, "unknown_email"),
+        ({"password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaA"}, "wrong_password"),
+    ],
+)
+async def test_login_fails_when_the_account_changed_meanwhile(
+    app_client: Any, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any], reason: str
+) -> None:
+    auth = await app_client("auth")
+    email = unique_email()
+    await register(auth, email=email)
+    _meanwhile(monkeypatch, lambda: _set(email, **change))
+    response = await login(auth, email)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "INVALID_CREDENTIALS"
+    async with runtime() as rt, rt.sessionmaker() as session:
+        reasons = (
+            await session.scalars(
+                select(OutboxEvent.payload["data"]["reason"].astext).where(
+                    OutboxEvent.type == "user.login_failed"
+                )
+            )
+        ).all()
+    assert reasons == [reason]
+
+
+async def test_password_change_loses_to_a_concurrent_change(
+    app_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The current password was right when verified, but another change replaced it before
+    this one could write: 401, nothing stored, the quota slot given back."""
+    auth = await app_client("auth")
+    email = unique_email()
+    data = await register(auth, email=email)
+    winner = argon2.PasswordHasher().hash("Someone-Else-9!")
+    _meanwhile(monkeypatch, lambda: _set(email, password_hash=winner))
+    response = await auth.post(
+        "/api/auth/password",
+        json={"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD},
+        headers=bearer(data["accessToken"]),
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "INVALID_CREDENTIALS"
+    async with runtime() as rt, rt.sessionmaker() as session:
+        stored = await session.scalar(select(User.password_hash).where(User.email == email))
+        assert stored == winner
+        assert await rt.redis.zcard(CHANGES_KEY.format(data["user"]["id"])) == 0

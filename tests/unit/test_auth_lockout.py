@@ -12,7 +12,6 @@ from paysys.auth.lockout import (
     Verdict,
     attempt,
     record_failure,
-    storage_ttl_ms,
     window_wait,
 )
 from paysys.core.config import Settings
@@ -162,14 +161,6 @@ def test_window_wait_is_a_sliding_log() -> None:
     assert window_wait(times, T0 + 5 * MIN, 5, 15 * MIN) == 10 * MIN
     assert window_wait(times, T0 + 15 * MIN, 5, 15 * MIN) == 0  # the first one has left
     assert window_wait(times, T0 + 5 * MIN, 6, 15 * MIN) == 0
-
-
-def test_storage_ttl_covers_the_lock_and_the_quiet_period() -> None:
-    state = record_failure(None, T0, POLICY)
-    assert storage_ttl_ms(state, T0, POLICY) == 15 * MIN + S
-    for _ in range(4):
-        state = record_failure(state, T0, POLICY)
-    assert storage_ttl_ms(state, T0 + 10 * S, POLICY) == MIN - 10 * S + 15 * MIN + S
 
 
 def test_policy_from_settings() -> None:

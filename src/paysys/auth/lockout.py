@@ -142,9 +142,3 @@ def attempt(
         scope: Scope = "account" if account_wait >= address_wait else "address"
         return Verdict(False, max(account_wait, address_wait), scope, len(recent)), None
     return Verdict(True, account_failures=len(recent) + 1), record_failure(state, now, policy)
-
-
-def storage_ttl_ms(state: AddressState, now: int, policy: Policy) -> int:
-    """How long the state can still matter: after that it is equivalent to no state at all
-    (the window has passed and the lock level has fallen back)."""
-    return max(state.locked_until, state.last_failure) - now + policy.window_ms + 1000

@@ -228,17 +228,15 @@ async def test_reports_per_currency(app_client) -> None:
 async def test_hot_queries_use_indexes(app_client) -> None:
     """EXPLAIN of the visibility list, the status filter and the processor queue: index scans
     (sequential scans disabled so the tiny test tables cannot hide a missing index)."""
-    from paysys.core.tokens import Principal
+    from paysys.payments.queries import PAYMENT_FROM, list_where
     from paysys.payments.schemas import ListQuery
-    from paysys.payments.service import PAYMENT_FROM, list_where
 
     client = await app_client("payments")
     alice = await make_user()
-    viewer = Principal(alice.id, alice.email, alice.name, "CUSTOMER", "j", None, 0, 0)
     plans = {}
     async with pg() as conn:
         await conn.execute("SET enable_seqscan = off")
-        where, args = list_where(ListQuery(), viewer)
+        where, args = list_where(ListQuery(), alice.id)
         plans["visibility"] = await conn.fetch(
             f"EXPLAIN SELECT p.id {PAYMENT_FROM}{where} ORDER BY p.created_at DESC LIMIT 10",
             *args,

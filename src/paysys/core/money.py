@@ -48,7 +48,7 @@ MAX_DIGITS = max(CURRENCIES.values())
 
 # The largest amount accepted, in the currency's own units (api-contracts §1.3: 100000000.00).
 MAX_MAJOR = 100_000_000
-# ASCII digits only: `\d` would also take `١٠٠` (Arabic-Indic), which int() reads as 100.
+# ASCII digits only: `\d` would also take Arabic-Indic digits, which int() reads as ASCII ones.
 _DECIMAL_RE = re.compile(r"^([0-9]+)(?:\.([0-9]+))?$")
 _MAX_TEXT = 40  # longer inputs are refused before any conversion (no giant-int parsing)
 

@@ -142,12 +142,15 @@ class Integer(Constraint):
 
     def check(self, value: Any) -> int:
         text = value.strip() if isinstance(value, str) else ""
-        if not (0 < len(text) <= len(str(self.high)) and text.isascii() and text.isdigit()):
+        significant = text.lstrip("0") or "0"  # longer than `high`: out of range, not parsed
+        if not (
+            text.isascii()
+            and text.isdigit()
+            and len(significant) <= len(str(self.high))
+            and self.low <= int(significant) <= self.high
+        ):
             raise ValueError(f"must be an integer between {self.low} and {self.high}")
-        number = int(text)
-        if not self.low <= number <= self.high:
-            raise ValueError(f"must be an integer between {self.low} and {self.high}")
-        return number
+        return int(significant)
 
     def schema(self) -> dict[str, Any]:
         return {"minimum": self.low, "maximum": self.high}

@@ -49,6 +49,18 @@ async def hub(hub_urls: HubUrls) -> AsyncIterator[Hub]:
         yield opened
 
 
+WIRE_KEYS = {
+    "id",
+    "type",
+    "version",
+    "occurredAt",
+    "source",
+    "correlationId",
+    "actorId",
+    "data",
+}
+
+
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -125,16 +137,7 @@ async def test_envelope_on_the_wire_follows_the_contract(hub: Hub) -> None:
     import json
 
     wire = json.loads(fields["event"])
-    assert set(wire) == {
-        "id",
-        "type",
-        "version",
-        "occurredAt",
-        "source",
-        "correlationId",
-        "actorId",
-        "data",
-    }
+    assert set(wire) == WIRE_KEYS
     assert wire["id"] == str(event.id) and wire["version"] == 1
     assert wire["source"] == "admin-service" and wire["correlationId"] == "req-123"
     assert wire["actorId"] == str(actor) and wire["data"] == {"userId": str(actor)}
@@ -174,16 +177,7 @@ async def test_plain_sql_statements_write_the_envelopes_emit_writes(hub: Hub) ->
     assert [wire["id"] for wire in wires] == rows.ids  # in statement order
     assert [wire["type"] for wire in wires] == ["user.deleted", "config.updated"]
     for wire in wires:
-        assert set(wire) == {
-            "id",
-            "type",
-            "version",
-            "occurredAt",
-            "source",
-            "correlationId",
-            "actorId",
-            "data",
-        }
+        assert set(wire) == WIRE_KEYS
         assert wire["source"] == expected_source and wire["correlationId"] == "req-plain"
         assert wire["actorId"] == str(actor) and wire["occurredAt"].endswith("Z")
     assert wires[0]["data"] == {"userId": str(actor)}

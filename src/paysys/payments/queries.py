@@ -338,16 +338,16 @@ def list_where(query: ListQuery, visible_to: uuid.UUID | None) -> tuple[str, lis
         clauses.append(f"p.created_at >= {arg(query.dates.start)}")
     if query.dates.end_exclusive is not None:
         clauses.append(f"p.created_at < {arg(query.dates.end_exclusive)}")
-    if query.min_minor is not None:
-        clauses.append(f"p.amount >= {arg(query.min_minor)}")
-    if query.max_minor is not None:
-        clauses.append(f"p.amount <= {arg(query.max_minor)}")
-    # Bounds without a currency: face values, each row scaled by its own currency.
-    face = money.face_units_sql("p.amount", "p.currency")
-    if query.min_face_units is not None:
-        clauses.append(f"{face} >= {arg(query.min_face_units)}::bigint")
-    if query.max_face_units is not None:
-        clauses.append(f"{face} <= {arg(query.max_face_units)}::bigint")
+    # Amount bounds: minor units of the currency filter, else face units (each row scaled by
+    # its own currency, see core.money).
+    if query.currency:
+        amount, cast = "p.amount", ""
+    else:
+        amount, cast = money.face_units_sql("p.amount", "p.currency"), "::bigint"
+    if query.min_amount is not None:
+        clauses.append(f"{amount} >= {arg(query.min_amount)}{cast}")
+    if query.max_amount is not None:
+        clauses.append(f"{amount} <= {arg(query.max_amount)}{cast}")
     if query.q:
         clauses.append(f"p.description ILIKE {arg(_contains(query.q))}")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args

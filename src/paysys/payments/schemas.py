@@ -295,11 +295,10 @@ class ListQuery:
     type: str | None = None
     currency: str | None = None
     dates: DateRange = field(default_factory=lambda: DateRange(None, None))
-    # With a currency filter: exact minor units; without: face units (money.parse_face_units).
-    min_minor: int | None = None
-    max_minor: int | None = None
-    min_face_units: int | None = None
-    max_face_units: int | None = None
+    # Inclusive amount bounds: minor units of `currency` when it is set (exact), else face units
+    # (money.parse_face_units) compared with each payment in its own currency.
+    min_amount: int | None = None
+    max_amount: int | None = None
     q: str | None = None
 
 
@@ -343,20 +342,12 @@ class PaymentListQuery(DateFilters):
         low, high = bounds["minAmount"], bounds["maxAmount"]
         if low is not None and high is not None and low > high:
             raise ValidationFailed("minAmount", "must not be greater than maxAmount")
-        by_currency = self.currency is not None
+        plain = ("page", "limit", "sort", "order", "status", "type", "currency")
         return ListQuery(
-            page=self.page,
-            limit=self.limit,
-            sort=self.sort,
-            order=self.order,
-            status=self.status,
-            type=self.type,
-            currency=self.currency,
+            **{name: getattr(self, name) for name in plain},
             dates=dates,
-            min_minor=low if by_currency else None,
-            max_minor=high if by_currency else None,
-            min_face_units=None if by_currency else low,
-            max_face_units=None if by_currency else high,
+            min_amount=low,
+            max_amount=high,
             q=self.q or None,
         )
 

@@ -61,7 +61,7 @@ class PaymentField:
 
 
 # The one list to edit when a payment field is added (with the migration and the model, and,
-# when a client sets it, CreateInput and the new row in service.create_payment): every statement
+# when a client sets it, CreateInput and the new row in service._insert_payment): every statement
 # that returns a payment reads these columns, create writes the `created` ones, and
 # `payment_json` shows them in this order. `amount` is shown with its row's currency (below).
 PAYMENT_FIELDS: tuple[PaymentField, ...] = (
@@ -127,10 +127,10 @@ _CREATE_PARAMS = (
     "event_types",
     "event_payloads",
 )
-P = SimpleNamespace(**{name: f"${number}" for number, name in enumerate(_CREATE_PARAMS, 1)})
+_P = SimpleNamespace(**{name: f"${number}" for number, name in enumerate(_CREATE_PARAMS, 1)})
 _JSONB = frozenset(f.column for f in PAYMENT_FIELDS if f.cast == "jsonb")
 _NEW_VALUES = ", ".join(
-    getattr(P, f.column) + (f"::{f.cast}" if f.cast else "") for f in PAYMENT_FIELDS if f.created
+    getattr(_P, f.column) + (f"::{f.cast}" if f.cast else "") for f in PAYMENT_FIELDS if f.created
 )
 
 # A user as the create rules need them: who, and whether they may pay or be paid.
@@ -139,9 +139,9 @@ _PARTY = "SELECT id, email, name, is_active, deleted_at IS NOT NULL AS deleted F
 # `payment.created` as core.events.outbox built it (parties left blank), its payment completed
 # with the parties this statement found; no `parties` row (nothing inserted) → no event.
 _CREATED_EVENT = outbox.insert_sql(
-    P.event_ids,
-    P.event_types,
-    P.event_payloads,
+    _P.event_ids,
+    _P.event_types,
+    _P.event_payloads,
     payload="jsonb_set(e.payload, '{data,payment}', "
     "(e.payload #> '{data,payment}') || parties.payment)",
     join="parties",
@@ -149,12 +149,12 @@ _CREATED_EVENT = outbox.insert_sql(
 
 _CREATE_SQL = f"""
 WITH sender AS (
-  {_PARTY} WHERE id = {P.sender_id}
+  {_PARTY} WHERE id = {_P.sender_id}
 ), recipient AS (
   -- by id, or by email when no id is given
-  {_PARTY} WHERE id = {P.recipient_id}::uuid
+  {_PARTY} WHERE id = {_P.recipient_id}::uuid
   UNION ALL
-  {_PARTY} WHERE {P.recipient_id}::uuid IS NULL AND lower(email) = {P.recipient_email}::text
+  {_PARTY} WHERE {_P.recipient_id}::uuid IS NULL AND lower(email) = {_P.recipient_email}::text
 ), payee AS (
   -- the recipient, only when both parties pass the rules of §4 (no row: nothing is written)
   SELECT recipient.id, recipient.email, recipient.name FROM recipient, sender
@@ -168,7 +168,8 @@ WITH sender AS (
 ), history AS (
   -- the first history row
   INSERT INTO payment_transactions (id, payment_id, status, status_message, actor_id, created_at)
-  SELECT {P.history_id}, payment.id, {P.status}, 'Payment created', {P.sender_id}, {P.created_at}
+  SELECT {_P.history_id}, payment.id, {_P.status}, 'Payment created', {_P.sender_id},
+         {_P.created_at}
   FROM payment
 ), parties AS (
   -- the parties as `payment.created` shows them

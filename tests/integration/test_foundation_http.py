@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 from fastapi import APIRouter
 from pydantic import Field
@@ -176,7 +178,9 @@ async def test_metrics(client) -> None:  # type: ignore[no-untyped-def]
     assert "paysys_http_requests_total" in r.text
 
 
-async def test_ready_fails_when_redis_down() -> None:
+async def test_redis_down_degrades_but_stays_ready() -> None:
+    """api-contracts §7 (revision 2): a service without Redis still serves (limits fail open,
+    revocation falls back to the database), so it stays ready: 200 `degraded`, not 503."""
     import httpx
 
     from tests.support.servers import free_port
@@ -191,10 +195,48 @@ async def test_ready_fails_when_redis_down() -> None:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
     ):
         r = await c.get("/health/ready")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["success"] is True and "error" not in body
+        assert body["data"]["status"] == "degraded"
+        assert body["data"]["checks"]["redis"] == {"status": "down", "latencyMs": ANY}
+        assert body["data"]["checks"]["database"] == {"status": "up", "latencyMs": ANY}
+        summary = await c.get("/health")
+        assert summary.status_code == 200
+        assert summary.json()["data"]["status"] == "degraded"
+        # and it does serve
+        ok = await c.post("/api/things", json={"amount": 1, "displayName": "x"})
+        assert ok.status_code == 200
+
+
+async def test_database_down_is_not_ready_and_names_no_internals() -> None:
+    import httpx
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    app = create_service_app(
+        "things",
+        [router],
+        settings=Settings(
+            background_workers=False,
+            database_url=f"postgresql://nobody:hunter2@127.0.0.1:{port}/nowhere",
+        ),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        r = await c.get("/health/ready")
         assert r.status_code == 503
         body = r.json()
         assert body["data"]["status"] == "not_ready"
-        assert body["data"]["checks"]["redis"]["status"] == "down"
+        assert body["data"]["checks"]["database"] == {"status": "down", "latencyMs": ANY}
+        assert body["data"]["checks"]["redis"]["status"] == "up"
         assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
-        assert "redis" in body["error"]["message"]
-        assert (await c.get("/health")).json()["data"]["status"] == "unhealthy"
+        assert body["error"]["message"] == "Dependency not ready: database"
+        summary = await c.get("/health")
+        assert summary.status_code == 503
+        assert summary.json()["data"]["status"] == "unhealthy"
+        for text in (r.text, summary.text):
+            assert str(port) not in text and "hunter2" not in text and "Error" not in text

@@ -291,6 +291,19 @@ def mint_token(role: str = "CUSTOMER", user_id: uuid.UUID | None = None) -> str:
     return token
 
 
+def forget_auth_buckets() -> None:
+    """Empty the gateway's login/register/refresh buckets: e2e tests of a run register and log
+    in through gateways from the same IP."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for pattern in ("gw:rl:register:*", "gw:rl:login:*", "gw:rl:refresh:*"):
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+    client.close()
+
+
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy; return its value or raise after the deadline."""
     deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from unittest.mock import ANY
 
 import uvicorn
 
@@ -225,6 +226,15 @@ async def test_whole_requests_within_the_deadlines_are_served_on_one_connection(
         # pipelined: two requests in one write
         writer.write(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
         assert (await read_response(reader))[0] == 200
+        assert (await read_response(reader))[0] == 200
+        # a body larger than the header limit, then the start of the next request in the same
+        # write: the body's bytes are not counted as the next request's headers
+        body = b"b" * 6000
+        head = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 6000\r\n\r\n"
+        writer.write(head + body + b"GET /c HTTP/1.1\r\nHo")
+        assert await read_response(reader) == (200, ANY, b"ok:6000")
+        await asyncio.sleep(0.05)
+        writer.write(b"st: t\r\n\r\n")
         assert (await read_response(reader))[0] == 200
         writer.close()
 

@@ -116,7 +116,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._phase = _FIRST
         self._deadline: asyncio.TimerHandle | None = None
-        self._header_bytes = 0  # received since the last header block ended (an upper bound)
+        self._due = 0.0  # when the current phase (headers or body) must be over (loop time)
+        self._header_bytes = 0  # an upper bound of the current header block's size
+        self._chunk = 0  # size of the data being parsed
+        self._began_in_chunk = False
         self._client_key: str | None = None
         self._oversized = False
         self._upgrading = False
@@ -135,7 +138,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 return
             open_here[key] += 1
             self._client_key = key
-        self._arm(self.limits.header_timeout)
+        # The first request's headers are due from the connection's start (a connection that
+        # sends nothing is closed then).
+        self._due = self.loop.time() + self.limits.header_timeout
+        self._deadline = self.loop.call_at(self._due, self._deadline_passed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -145,15 +151,31 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._phase == _DONE:
             return
-        if self._phase != _BODY:
+        self._chunk = len(data)
+        self._began_in_chunk = False
+        if self._phase == _HEADERS:
             self._header_bytes += len(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
-        if self._oversized or (
-            self._phase == _HEADERS and self._header_bytes > self.limits.max_header_bytes
-        ):
+        if self._oversized or self._headers_too_large():
             self._refuse("headers_too_large", 431, "HEADERS_TOO_LARGE", "Request headers too large")
+            return
+        # A deadline timer only for a request that did not arrive whole in this chunk (most
+        # do): its due time was fixed when the phase began, so waiting does not extend it.
+        if self._phase in (_HEADERS, _BODY) and self._deadline is None and not self._upgrading:
+            self._deadline = self.loop.call_at(self._due, self._deadline_passed)
+
+    def _headers_too_large(self) -> bool:
+        """Headers still incomplete after this chunk and already over the limit?"""
+        if self._phase != _HEADERS or self._header_bytes <= self.limits.max_header_bytes:
+            return False
+        if self._began_in_chunk:  # the bound counted bytes of the previous request too
+            self._header_bytes = self._known_header_bytes()
+        return self._header_bytes > self.limits.max_header_bytes
+
+    def _known_header_bytes(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def handle_websocket_upgrade(self) -> None:
         # From here on the WebSocket protocol owns the connection (and its own limits, §9.5).
@@ -174,23 +196,25 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._phase != _FIRST:  # the first request's deadline runs from the connection
-            self._arm(self.limits.header_timeout)
+        if self._phase != _FIRST:  # the first request's headers are due from the connection
+            self._due = self.loop.time() + self.limits.header_timeout
         self._phase = _HEADERS
         self._upgrading = False
+        self._header_bytes = self._chunk  # at most the rest of this chunk so far
+        self._began_in_chunk = True
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        self._header_bytes = 0
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.limits.max_header_bytes:
+        if (
+            self._header_bytes > self.limits.max_header_bytes
+            and self._known_header_bytes() > self.limits.max_header_bytes
+        ):
             self._oversized = True  # answered by data_received once the parser returns
             self._phase = _DONE
             return
         self._phase = _BODY
+        self._due = self.loop.time() + self.limits.body_timeout
         self._upgrading = self.parser.should_upgrade() and self._should_upgrade()
-        if not self._upgrading:
-            self._arm(self.limits.body_timeout)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -219,10 +243,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             )
 
     # -- limits ----------------------------------------------------------------------------
-
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._deadline_passed)
 
     def _disarm(self) -> None:
         if self._deadline is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +16,8 @@ from unittest.mock import ANY
 import uvicorn
 
 from paysys.cli.serve import server_options
-from paysys.core.config import Settings
-from paysys.core.edgelimits import EdgeLimits
+from paysys.core.config import Settings, get_settings
+from paysys.core.edgelimits import EdgeLimits, settings_limits
 from paysys.core.serving import CoalescingHttpToolsProtocol
 from tests.support.servers import free_port
 
@@ -154,6 +155,12 @@ async def test_the_real_defaults_are_wired_into_every_process() -> None:
         Settings(_env_file=None, trusted_proxies="10.244.0.0/16,fd00::/64"),  # type: ignore[call-arg]
     )
     assert [str(n) for n in trusted["http"].limits.uncapped] == ["10.244.0.0/16", "fd00::/64"]
+    # Without explicit settings (`paysys serve`), the class is the importable one (uvicorn's
+    # reload mode pickles it into its subprocess) and reads this process's settings.
+    plain = server_options("127.0.0.1", 3000)
+    assert plain["http"] is CoalescingHttpToolsProtocol
+    assert pickle.loads(pickle.dumps(plain["http"])) is CoalescingHttpToolsProtocol
+    assert settings_limits() == EdgeLimits.from_settings(get_settings())
 
 
 async def test_headers_trickled_past_the_deadline_get_408_and_close() -> None:

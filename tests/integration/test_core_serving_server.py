@@ -35,7 +35,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def test_services_are_served_through_the_coalescing_protocol() -> None:
     port = free_port()
     options = server_options("127.0.0.1", port)
-    assert issubclass(options["http"], CoalescingHttpToolsProtocol)  # with its limits
+    assert options["http"] is CoalescingHttpToolsProtocol
     options.update(factory=True, loop="asyncio", log_level="warning")
     server = uvicorn.Server(uvicorn.Config(lambda: app, **options))
     task = asyncio.create_task(server.serve())

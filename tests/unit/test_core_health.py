@@ -11,6 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from paysys.core import health as health_module
 from paysys.core.health import HealthChecks
 
 
@@ -104,19 +105,33 @@ async def test_required_down_is_not_ready() -> None:
         assert "refused" not in ready.text + summary.text
 
 
+class RecordingLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(("info", event, fields))
+
+
 @pytest.mark.parametrize("fail", [False, True])
 async def test_failures_are_logged_once_per_outage(
-    fail: bool, capsys: pytest.CaptureFixture[str]
+    fail: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    log = RecordingLog()
+    monkeypatch.setattr(health_module, "log", log)
     check = FakeCheck(fail=fail, delay=0)
     health = HealthChecks("svc", required={"database": check}, cache_seconds=0)
     for _ in range(3):
         await health.run()
     check.fail = False
     await health.run()
-    out = capsys.readouterr()
-    logged: Any = out.out + out.err
-    assert logged.count("health check failing") == (1 if fail else 0)
-    assert logged.count("health check passing again") == (1 if fail else 0)
-    if fail:
-        assert "ConnectionError" in logged  # the operator sees the cause; callers never do
+    await health.run()
+    expected = [
+        ("warning", "health check failing", {"check": "database", "error": "ConnectionError"}),
+        ("info", "health check passing again", {"check": "database"}),
+    ]
+    # the operator sees the cause once per outage; callers never do
+    assert log.lines == (expected if fail else [])

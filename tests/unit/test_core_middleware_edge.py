@@ -19,7 +19,12 @@ MIB = 1024 * 1024
 
 
 def scope(method: str, path: str, length: int | None = None, raw: bytes | None = None) -> dict:
-    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    """A request scope; without `length` the body is chunked (Transfer-Encoding)."""
+    headers = (
+        [(b"transfer-encoding", b"chunked")]
+        if length is None
+        else [(b"content-length", str(length).encode())]
+    )
     return {
         "type": "http",
         "method": method,
@@ -168,6 +173,22 @@ async def test_one_trailing_slash_is_removed(
     inner = Recorder()
     await TrailingSlashMiddleware(inner)(scope("GET", path, raw=raw), chunks(0), Sent())
     assert (inner.scope["path"], inner.scope["raw_path"]) == (expected_path, expected_raw)
+
+
+async def test_a_request_without_a_body_is_not_wrapped() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((receive, send))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    sent = Sent()
+    request = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    await BodyLimitMiddleware(app, MIB, routes=LIMITS, disconnect=True)(request, receive, sent)
+    await BodyLimitMiddleware(app, MIB)(scope("POST", "/x", 10), receive, sent)
+    assert seen == [(receive, sent), (receive, sent)]  # the hot path pays no wrapper
 
 
 async def test_non_http_scopes_pass_untouched() -> None:

@@ -60,14 +60,18 @@ def server_options(host: str, port: int, settings: Settings | None = None) -> di
     """How every paysys process is served (uvicorn options), with the limits of api-contracts
     §2.1: uvicorn's own idle keep-alive timeout and process-wide cap (`limit_concurrency`, +1
     because uvicorn counts the connection asking), the rest in the protocol (`core.serving`)."""
+    # httptools, one send() per response, deadlines, header size, per-client cap. The class
+    # itself reads get_settings() (importable by name: reload mode pickles it).
+    protocol = CoalescingHttpToolsProtocol
+    if settings is not None:
+        protocol = protocol.configured(EdgeLimits.from_settings(settings))
     settings = settings or get_settings()
     return {
         "factory": True,
         "host": host,
         "port": port,
         "loop": "uvloop",
-        # httptools, one send() per response, deadlines, header size, per-client cap
-        "http": CoalescingHttpToolsProtocol.configured(EdgeLimits.from_settings(settings)),
+        "http": protocol,
         "timeout_keep_alive": settings.keep_alive_timeout,
         "limit_concurrency": settings.gateway_max_connections + 1,
         "log_level": os.environ.get("UVICORN_LOG_LEVEL", "warning"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from paysys.core.config import Settings
+from paysys.core.config import Settings, get_settings
 from paysys.core.middleware import API_CSP, SECURITY_HEADERS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,6 +53,12 @@ class EdgeLimits:
         if address is not None and any(address in net for net in self.uncapped):
             return None
         return client_key(peer)
+
+
+@lru_cache(maxsize=1)
+def settings_limits() -> EdgeLimits:
+    """The limits of this process's settings (`get_settings()`)."""
+    return EdgeLimits.from_settings(get_settings())
 
 
 def networks(entries: list[str]) -> tuple[Network, ...]:

@@ -192,8 +192,9 @@ def route_body_limits(profile_max_bytes: int) -> dict[tuple[str, str], int]:
 class BodyLimitMiddleware:
     """413 PAYLOAD_TOO_LARGE for bodies over the route's limit, declared or streamed.
 
-    A declared `Content-Length` over the limit is answered before the app runs. A streamed body
-    that passes it raises `BodyTooLarge` from `receive` (the app's HTTPException handler
+    A declared `Content-Length` over the limit is answered before the app runs (one within it
+    passes untouched: the server delivers exactly that many bytes). A chunked body that passes
+    the limit raises `BodyTooLarge` from `receive` (the app's HTTPException handler
     answers), or, with `disconnect=True` (the gateway, whose proxy may already be forwarding),
     is answered here while the app sees the client disconnect and its own answer is dropped.
     """
@@ -214,15 +215,28 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:
+            await self.app(scope, receive, send)  # no body
+            return
         limit = self.max_bytes
         if self.routes:
             path = scope["path"]
             key = (scope["method"], path[:-1] if path.endswith("/") and len(path) > 1 else path)
             limit = self.routes.get(key, limit)
         message = f"Request body exceeds {_size(limit)}"
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_error(send, 413, "PAYLOAD_TOO_LARGE", message)
+        if not chunked and declared is not None:
+            if declared.isdigit() and int(declared) > limit:
+                await send_error(send, 413, "PAYLOAD_TOO_LARGE", message)
+                return
+            # The server's parser delivers exactly Content-Length bytes: nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
         answered = False

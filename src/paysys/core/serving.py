@@ -33,7 +33,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from paysys.core.edgelimits import REFUSED, EdgeLimits, refusal, server_busy
+from paysys.core.edgelimits import REFUSED, EdgeLimits, refusal, server_busy, settings_limits
 
 FLUSH_AT = 64 * 1024
 
@@ -102,10 +102,11 @@ _open_by_client: weakref.WeakKeyDictionary[ServerState, Counter[str]] = weakref.
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's `http="httptools"` protocol over a `CoalescingTransport`, enforcing `limits`
-    (use `configured(limits)` for a class with other limits than the defaults)."""
+    """uvicorn's `http="httptools"` protocol over a `CoalescingTransport`, enforcing `limits`:
+    this process's settings by default, so the class stays importable by name (uvicorn's reload
+    mode pickles it into the server subprocess); `configured(limits)` for other limits."""
 
-    limits: ClassVar[EdgeLimits] = EdgeLimits()
+    limits: ClassVar[EdgeLimits | None] = None
 
     @classmethod
     def configured(cls, limits: EdgeLimits) -> type[CoalescingHttpToolsProtocol]:
@@ -114,6 +115,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._limits = type(self).limits or settings_limits()
         self._phase = _FIRST
         self._deadline: asyncio.TimerHandle | None = None
         self._due = 0.0  # when the current phase (headers or body) must be over (loop time)
@@ -128,10 +130,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-        key = self.limits.client_of(self.client[0]) if self.client else None
+        key = self._limits.client_of(self.client[0]) if self.client else None
         if key is not None:
             open_here = _open_by_client.setdefault(self.server_state, Counter())
-            if open_here[key] >= self.limits.max_connections_per_client:
+            if open_here[key] >= self._limits.max_connections_per_client:
                 REFUSED.labels("per_client").inc()
                 self._phase = _DONE
                 self.transport.close()
@@ -140,7 +142,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._client_key = key
         # The first request's headers are due from the connection's start (a connection that
         # sends nothing is closed then).
-        self._due = self.loop.time() + self.limits.header_timeout
+        self._due = self.loop.time() + self._limits.header_timeout
         self._deadline = self.loop.call_at(self._due, self._deadline_passed)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -168,11 +170,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def _headers_too_large(self) -> bool:
         """Headers still incomplete after this chunk and already over the limit?"""
-        if self._phase != _HEADERS or self._header_bytes <= self.limits.max_header_bytes:
+        if self._phase != _HEADERS or self._header_bytes <= self._limits.max_header_bytes:
             return False
         if self._began_in_chunk:  # the bound counted bytes of the previous request too
             self._header_bytes = self._known_header_bytes()
-        return self._header_bytes > self.limits.max_header_bytes
+        return self._header_bytes > self._limits.max_header_bytes
 
     def _known_header_bytes(self) -> int:
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
@@ -197,7 +199,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._phase != _FIRST:  # the first request's headers are due from the connection
-            self._due = self.loop.time() + self.limits.header_timeout
+            self._due = self.loop.time() + self._limits.header_timeout
         self._phase = _HEADERS
         self._upgrading = False
         self._header_bytes = self._chunk  # at most the rest of this chunk so far
@@ -206,14 +208,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         if (
-            self._header_bytes > self.limits.max_header_bytes
-            and self._known_header_bytes() > self.limits.max_header_bytes
+            self._header_bytes > self._limits.max_header_bytes
+            and self._known_header_bytes() > self._limits.max_header_bytes
         ):
             self._oversized = True  # answered by data_received once the parser returns
             self._phase = _DONE
             return
         self._phase = _BODY
-        self._due = self.loop.time() + self.limits.body_timeout
+        self._due = self.loop.time() + self._limits.body_timeout
         self._upgrading = self.parser.should_upgrade() and self._should_upgrade()
         super().on_headers_complete()
 

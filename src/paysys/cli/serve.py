@@ -17,6 +17,8 @@ import uvicorn
 
 import paysys
 from paysys import SERVICES
+from paysys.core.config import Settings, get_settings
+from paysys.core.edgelimits import EdgeLimits
 from paysys.core.runtime import stop_background_work
 from paysys.core.serving import CoalescingHttpToolsProtocol
 
@@ -54,14 +56,24 @@ def run(
         DrainingServer(uvicorn.Config(app, **options)).run()
 
 
-def server_options(host: str, port: int) -> dict[str, Any]:
-    """How every paysys process is served (uvicorn options)."""
+def server_options(host: str, port: int, settings: Settings | None = None) -> dict[str, Any]:
+    """How every paysys process is served (uvicorn options), with the limits of api-contracts
+    §2.1: uvicorn's own idle keep-alive timeout and process-wide cap (`limit_concurrency`, +1
+    because uvicorn counts the connection asking), the rest in the protocol (`core.serving`)."""
+    # httptools, one send() per response, deadlines, header size, per-client cap. The class
+    # itself reads get_settings() (importable by name: reload mode pickles it).
+    protocol = CoalescingHttpToolsProtocol
+    if settings is not None:
+        protocol = protocol.configured(EdgeLimits.from_settings(settings))
+    settings = settings or get_settings()
     return {
         "factory": True,
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": CoalescingHttpToolsProtocol,  # httptools, one send() per response
+        "http": protocol,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "limit_concurrency": settings.gateway_max_connections + 1,
         "log_level": os.environ.get("UVICORN_LOG_LEVEL", "warning"),
         "access_log": False,
         "proxy_headers": False,  # the gateway decides which X-Forwarded-For to trust

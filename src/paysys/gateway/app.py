@@ -2,8 +2,9 @@
 
 Middleware, outermost first: RequestContext (request id, security headers, access log,
 metrics) → CORS (preflight answered before anything else; headers on every response, the
-gateway's own errors included) → CatchAll → ProxyMiddleware (`/api/**` → the proxy) → the
-Starlette router (health, docs, OpenAPI, metrics).
+gateway's own errors included) → CatchAll → BodyLimit (413 before anything is forwarded) →
+TrailingSlash (`/x/` served as `/x`, never redirected) → ProxyMiddleware (`/api/**` → the
+proxy) → the Starlette router (health, docs, OpenAPI, metrics).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from paysys.core.envelope import error_bytes
 from paysys.core.health import HealthChecks
 from paysys.core.logging import configure_logging, get_logger
 from paysys.core.metrics import metrics_endpoint
-from paysys.core.middleware import CatchAllMiddleware, CORSMiddleware, RequestContextMiddleware
+from paysys.core.middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    CORSMiddleware,
+    RequestContextMiddleware,
+    TrailingSlashMiddleware,
+    route_body_limits,
+)
 from paysys.core.redis import create_redis
 from paysys.gateway.openapi import OpenAPIAggregator, docs_endpoint
 from paysys.gateway.proxy import Proxy, ProxyMiddleware
@@ -108,16 +116,25 @@ class Gateway:
             await asyncio.sleep(interval)
 
     def service_check(self, name: str) -> Any:
+        """A service is up when one of its URLs is ready. Its instances are listed by position
+        in `*_SERVICE_URL` (circuit, ready), never by address: this is a public response."""
         pool = self.pools[name]
 
         async def check() -> dict[str, Any]:
             results = await asyncio.gather(*(self.probe(u) for u in pool.upstreams))
-            instances = [u.snapshot() for u in pool.upstreams]
             if not any(results):
                 raise ServiceDown(name)
-            return {"instances": instances}
+            return {"instances": [u.snapshot() for u in pool.upstreams]}
 
         return check
+
+    async def serving_check(self) -> None:
+        """The gateway's own ability to serve: its upstream client is open (not before start,
+        not after stop). Upstreams and Redis are optional checks: one service down never makes
+        the gateway unready (its routes answer 502/503 by themselves), Redis down degrades it."""
+        session = self.proxy.session
+        if session is None or session.closed:
+            raise ServiceDown("gateway")
 
     async def redis_check(self) -> None:
         await self.redis.ping()
@@ -148,9 +165,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await gateway.stop()
 
-    checks: dict[str, Any] = {"redis": gateway.redis_check}
-    checks.update({name: gateway.service_check(name) for name in gateway.pools})
-    health = HealthChecks("gateway", timeout=settings.health_timeout, required=checks)
+    optional: dict[str, Any] = {"redis": gateway.redis_check}
+    optional.update({name: gateway.service_check(name) for name in gateway.pools})
+    health = HealthChecks(
+        "gateway",
+        timeout=settings.health_timeout,
+        required={"gateway": gateway.serving_check},
+        optional=optional,
+        cache_seconds=settings.health_cache_seconds,
+    )
     routes = [
         *health.routes(),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -162,9 +185,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={404: _http_error, 405: _http_error},
     )
+    app.router.redirect_slashes = False  # TrailingSlashMiddleware serves `/x/` as `/x`
     app.state.settings = settings
     app.state.gateway = gateway
+    app.state.health = health
     app.add_middleware(ProxyMiddleware, proxy=gateway.proxy)
+    app.add_middleware(TrailingSlashMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        routes=route_body_limits(settings.profile_max_body_bytes),
+        disconnect=True,  # the proxy may be forwarding already: answer here, drop its answer
+    )
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, service="gateway", proxies=gateway.proxy.address)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -19,6 +20,27 @@ def _add_request_id(
     if rid is not None:
         event.setdefault("request_id", rid)
     return event
+
+
+_TOKEN_IN_QUERY = re.compile(r"(?i)((?:^|[?&])(?:access_)?token=)[^&#\s\"']*")
+
+
+def redact(text: str) -> str:
+    """Every `token=` query parameter in `text` → `token=[REDACTED]` (a browser WebSocket or
+    EventSource carries its access token in the query, api-contracts §9.1)."""
+    return _TOKEN_IN_QUERY.sub(r"\1[REDACTED]", text)
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn's own log lines name the request target with its query (`"WebSocket
+    /ws?token=..." [accepted]`): the token never reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message.lower():
+            record.msg = redact(message)
+            record.args = None
+        return True
 
 
 def configure_logging(service: str, level: str = "INFO", json_output: bool = False) -> None:
@@ -43,6 +65,10 @@ def configure_logging(service: str, level: str = "INFO", json_output: bool = Fal
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(name)s %(message)s")
     # uvicorn's own access log duplicates ours (which carries the request id).
     logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
 
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:

@@ -5,7 +5,8 @@ two syscalls, two TCP segments and, often, two wake-ups of the reader (the gatew
 client, or the client itself). Here the writes made in one event-loop step are joined and
 written once at the end of the step, so a small response costs one `send()`. Once `FLUSH_AT`
 bytes are pending they go out at once, so large and streamed responses keep uvicorn's flow
-control. (`core.redis.RedisPipe` writes through the same transport.)
+control. (`core.redis.RedisPipe` writes through the same transport, and so does a WebSocket
+upgraded from an HTTP connection: `TerminatingWebSocketProtocol` below.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from paysys.core.config import get_settings
 
 FLUSH_AT = 64 * 1024
 
@@ -80,3 +84,65 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+
+class TerminatingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol (framing, ping/pong: the `websockets` library), plus
+    the frame-level rules of api-contracts §9.5 that an ASGI app cannot see:
+
+    - no pong within the pong timeout (`ws_ping_timeout`): the connection is terminated
+      without a close frame (uvicorn would send close 1011 to a peer that no longer answers);
+    - no inbound frame of any kind (message, ping or pong) for `WS_IDLE_TIMEOUT` seconds: the
+      same. The app gets `websocket.disconnect` in both cases.
+
+    (A plain class, read from settings per connection, so uvicorn's reloader can pickle it.)
+    """
+
+    idle_timeout: float | None = None  # None: WS_IDLE_TIMEOUT; 0: no idle timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.last_inbound = self.loop.time()
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_inbound = self.loop.time()
+        super().data_received(data)
+
+    def start_keepalive(self) -> None:  # called once the handshake is accepted
+        super().start_keepalive()
+        if self.idle_timeout is None:
+            self.idle_timeout = get_settings().ws_idle_timeout
+        if self.idle_timeout > 0:
+            self.idle_timer = self.loop.call_later(self.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self.idle_timer = None
+        timeout = self.idle_timeout or 0.0
+        if self.transport.is_closing() or timeout <= 0:
+            return
+        idle = self.loop.time() - self.last_inbound
+        if idle >= timeout:
+            self.transport.abort()
+            return
+        self.idle_timer = self.loop.call_later(timeout - idle, self._check_idle)
+
+    def keepalive_timeout(self) -> None:
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # The denial response is on the wire: the handshake is over. (uvicorn leaves the
+            # flag unset and logs "returned without completing handshake" at ERROR for every
+            # refused handshake: Kludex/uvicorn#3138.)
+            self.handshake_complete = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        super().connection_lost(exc)

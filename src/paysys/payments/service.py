@@ -510,6 +510,8 @@ async def apply_transition(
             "payment.status_changed",
             {
                 "paymentId": payment["id"],
+                "senderId": payment["senderId"],
+                "recipientId": payment["recipientId"],
                 "oldStatus": current,
                 "newStatus": target,
                 "reason": reason,

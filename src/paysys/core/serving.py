@@ -93,7 +93,9 @@ class TerminatingWebSocketProtocol(WebSocketsSansIOProtocol):
     - no pong within the pong timeout (`ws_ping_timeout`): the connection is terminated
       without a close frame (uvicorn would send close 1011 to a peer that no longer answers);
     - no inbound frame of any kind (message, ping or pong) for `WS_IDLE_TIMEOUT` seconds: the
-      same. The app gets `websocket.disconnect` in both cases.
+      same. The app gets `websocket.disconnect` in both cases;
+    - a close frame is written even while the peer does not read (flow control paused), so a
+      slow consumer still gets its 1013.
 
     (A plain class, read from settings per connection, so uvicorn's reloader can pickle it.)
     """
@@ -134,6 +136,16 @@ class TerminatingWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.abort()
 
     async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and not self.writable.is_set():
+            # A close never waits for a peer that stopped reading (the slow-consumer cut-off,
+            # 1013): the small frame is queued behind what is already buffered for it.
+            self.writable.set()
+            try:
+                await super().send(message)
+            finally:
+                if not self.disconnected:
+                    self.writable.clear()
+            return
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             # The denial response is on the wire: the handshake is over. (uvicorn leaves the

@@ -72,7 +72,7 @@ class Gatekeeper:
         tokens: VerifiedTokens,
         address: ClientAddress,
         max_connections: int,
-        open_count: Callable[[], int],  # connections open or being admitted in this process
+        open_count: Callable[[], int],  # open + being admitted (this one too), this process
         user_count: Callable[[str], int],  # this process's connections of that user
     ) -> None:
         self.origins = origins
@@ -83,6 +83,7 @@ class Gatekeeper:
         self.user_count = user_count
         self.limiter: RateLimiter | None = None
         self.counter: ConnectionCounter | None = None
+        self.handshake_policy = HANDSHAKE_POLICY
         self.draining = False
 
     def client_ip(self, scope: Scope) -> str:
@@ -121,7 +122,7 @@ class Gatekeeper:
                 "draining",
                 [(b"retry-after", b"1")],
             )
-        if self.open_count() >= self.max_connections:
+        if self.open_count() > self.max_connections:  # this handshake included
             raise Refusal(
                 503,
                 "SERVICE_UNAVAILABLE",
@@ -136,7 +137,7 @@ class Gatekeeper:
             raise Refusal(error.status, error.code, error.message, error.code.lower()) from None
         assert self.limiter is not None and self.counter is not None
         ip = self.client_ip(scope)
-        decision = await self.limiter.hit("rt:" + ip, HANDSHAKE_POLICY, principal)
+        decision = await self.limiter.hit("rt:" + ip, self.handshake_policy, principal)
         if decision.revoked:
             raise Refusal(401, "TOKEN_INVALID", "Token has been revoked", "revoked")
         if not decision.allowed:

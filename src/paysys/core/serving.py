@@ -86,6 +86,36 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
 
 
+class _Inbox:
+    """A WebSocket's receive queue, as uvicorn uses it (`put_nowait`, `get`, `empty`; one
+    reader, the ASGI app): a list and at most one future, where an `asyncio.Queue` holds four
+    deques (~2.4 KiB per open socket)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
 class TerminatingWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol (framing, ping/pong: the `websockets` library), plus
     the frame-level rules of api-contracts §9.5 that an ASGI app cannot see:
@@ -97,10 +127,20 @@ class TerminatingWebSocketProtocol(WebSocketsSansIOProtocol):
     - a close frame is written even while the peer does not read (flow control paused), so a
       slow consumer still gets its 1013.
 
+    With server pings on, a peer that answers them is never idle and one that does not is
+    dropped at the pong timeout, so the idle timer is armed only when pings are off or slower
+    than the idle timeout. Memory per open socket matters here (thousands per process): the
+    handshake request, which websockets' parser keeps for the connection's lifetime, is
+    emptied once the ASGI scope has been built from it, and the receive queue is a list.
+
     (A plain class, read from settings per connection, so uvicorn's reloader can pickle it.)
     """
 
     idle_timeout: float | None = None  # None: WS_IDLE_TIMEOUT; 0: no idle timeout
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -111,11 +151,21 @@ class TerminatingWebSocketProtocol(WebSocketsSansIOProtocol):
         self.last_inbound = self.loop.time()
         super().data_received(data)
 
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        # The scope has copies of what the app needs; drop the request's headers and target
+        # (the access token among them): websockets' parser generator holds the request.
+        event.headers.clear()
+        event.path = ""
+
     def start_keepalive(self) -> None:  # called once the handshake is accepted
         super().start_keepalive()
+        self.response = None  # type: ignore[assignment]  # sent: only the accept needed it
         if self.idle_timeout is None:
             self.idle_timeout = get_settings().ws_idle_timeout
-        if self.idle_timeout > 0:
+        interval, pong = self.ping_interval or 0.0, self.ping_timeout or 0.0
+        pinged = interval > 0 and pong > 0 and interval + pong <= self.idle_timeout
+        if self.idle_timeout > 0 and not pinged:
             self.idle_timer = self.loop.call_later(self.idle_timeout, self._check_idle)
 
     def _check_idle(self) -> None:

@@ -130,6 +130,9 @@ async def seed(session: AsyncSession) -> None:
                     "oldStatus": previous,
                     "newStatus": state,
                     "reason": "Seed data",
+                    "amount": payment["amount"],
+                    "currency": currency,
+                    "type": kind,
                 },
             )
             previous = state

@@ -515,6 +515,10 @@ async def apply_transition(
                 "oldStatus": current,
                 "newStatus": target,
                 "reason": reason,
+                "amount": payment["amount"],
+                "currency": payment["currency"],
+                "type": payment["type"],
+                "updatedAt": payment["updatedAt"],
             },
         )
     ]

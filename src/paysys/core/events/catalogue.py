@@ -170,6 +170,11 @@ class PaymentStatusChangedV1(EventData):
     old_status: str
     new_status: str
     reason: str | None = None
+    # The real-time summary's figures (api-contracts §9.4), additive like the parties.
+    amount: str | None = None
+    currency: str | None = None
+    type: str | None = None
+    updated_at: datetime | None = None
 
 
 # --- profile.* / config.* -------------------------------------------------------------------

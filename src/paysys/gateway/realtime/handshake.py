@@ -132,7 +132,9 @@ class Gatekeeper:
             )
         try:
             authorization = self._authorization(scope)
-            principal = self.tokens.principal(authorization)
+            # Not through the verified-token cache: a connection checks its token once, and
+            # a cache entry per open socket would cost memory for nothing.
+            principal = self.tokens.codec.decode_access(bearer_token(authorization))
         except AppError as error:
             raise Refusal(error.status, error.code, error.message, error.code.lower()) from None
         assert self.limiter is not None and self.counter is not None

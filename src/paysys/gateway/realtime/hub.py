@@ -89,7 +89,7 @@ class Connection:
     """An open connection as the hub sees it; `ws.py` and `sse.py` say how it sends."""
 
     transport: ClassVar[str] = "?"
-    __slots__ = ("id", "principal", "rooms", "slot", "user_id")
+    __slots__ = ("__weakref__", "id", "principal", "rooms", "slot", "user_id")
 
     def __init__(self, connection_id: str, principal: Principal, slot: str = "") -> None:
         self.id = connection_id
@@ -184,7 +184,7 @@ class Hub:
             if user_id is not None and self.count_user(user_id):
                 self.on_revocation(user_id)
         reached = 0
-        for outbound in map_event(raw):
+        for outbound in map_event(raw, audit=ADMIN_ROOM in self.rooms):
             if not outbound.parties_known:
                 log.warning(
                     "payment event without its parties: sent to admins only",

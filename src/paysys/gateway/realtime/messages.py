@@ -103,7 +103,9 @@ def payment_summary(event_type: str, data: dict[str, Any], occurred_at: str) -> 
             "previousStatus": data.get("oldStatus"),
             "reason": data.get("reason"),
         }
-        source = data
+        source = dict(data)
+        if data.get("newStatus") == "failed" and source.get("failureReason") is None:
+            source["failureReason"] = data.get("reason")
     else:
         payment = data.get("payment")
         source = payment if isinstance(payment, dict) else {}
@@ -144,8 +146,9 @@ def parse_envelope(raw: dict[str, Any]) -> EventEnvelope | None:
         return None
 
 
-def map_event(raw: dict[str, Any]) -> list[Outbound]:
-    """The messages an event envelope (as published on the stream) produces, in order."""
+def map_event(raw: dict[str, Any], audit: bool = True) -> list[Outbound]:
+    """The messages an event envelope (as published on the stream) produces, in order
+    (`audit=False`: without the `admin:audit-created` one, when no admin is listening)."""
     envelope = parse_envelope(raw)
     if envelope is None:
         return []
@@ -169,7 +172,7 @@ def map_event(raw: dict[str, Any]) -> list[Outbound]:
         produced.append(
             Outbound(client_type, (*rooms, ADMIN_ROOM) if known else (ADMIN_ROOM,), text, known)
         )
-    if envelope.type in _CATALOGUE:
+    if audit and envelope.type in _CATALOGUE:
         text = encode(
             "event",
             {"eventType": AUDIT_CREATED, "data": audit_summary(envelope, occurred_at)},

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
@@ -72,7 +74,9 @@ class Realtime:
         self.revocations: HotPathRedis | None = None
         self.stream_redis: Redis | None = None
         self.reader: StreamReader | None = None
-        self._expiry: dict[Connection, asyncio.TimerHandle] = {}
+        self._expiries: list[tuple[int, int, weakref.ref[Connection]]] = []  # a heap
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_due = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = itertools.count()
         self._process = os.urandom(4).hex()
@@ -107,9 +111,10 @@ class Realtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for timer in self._expiry.values():
-            timer.cancel()
-        self._expiry.clear()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self._expiries.clear()
         if self.stream_redis is not None:
             with contextlib.suppress(Exception):
                 await self.stream_redis.aclose()
@@ -154,14 +159,10 @@ class Realtime:
 
     def opened(self, connection: Connection) -> None:
         self.hub.add(connection)
-        delay = max(0.0, connection.principal.expires_at - time.time())
-        self._expiry[connection] = asyncio.get_running_loop().call_later(delay, connection.expire)
+        self._expire_at(connection)
 
     def closed(self, connection: Connection, code: int, duration: float) -> None:
         self.hub.remove(connection)
-        timer = self._expiry.pop(connection, None)
-        if timer is not None:
-            timer.cancel()
         metrics.CLOSED.labels(str(code)).inc()
         if self.counter is not None:
             self._spawn(self.counter.release(connection.user_id, connection.slot), "release")
@@ -188,6 +189,31 @@ class Realtime:
                 return "SERVICE_UNAVAILABLE", "Cannot check the payment right now, retry later"
             return None if visible else ("PAYMENT_NOT_FOUND", "Payment not found")
         return "FORBIDDEN", "room: not allowed"
+
+    # -- expiry: one timer for all connections (a timer per socket costs memory) ------------
+    def _expire_at(self, connection: Connection) -> None:
+        due = connection.principal.expires_at
+        heapq.heappush(self._expiries, (due, next(self._slots), weakref.ref(connection)))
+        if self._expiry_timer is None or due < self._expiry_due:
+            self._arm_expiry(due)
+
+    def _arm_expiry(self, due: float) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_due = due
+        delay = max(0.0, due - time.time())
+        self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._expiry_timer = None
+        now = time.time()
+        while self._expiries and self._expiries[0][0] <= now:
+            _, _, ref = heapq.heappop(self._expiries)
+            connection = ref()
+            if connection is not None and connection in self.hub.connections:
+                connection.expire()
+        if self._expiries:
+            self._arm_expiry(self._expiries[0][0])
 
     # -- revocation ------------------------------------------------------------------------
     def recheck_user(self, user_id: str) -> None:

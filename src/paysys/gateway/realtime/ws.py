@@ -89,7 +89,7 @@ class WebSocketConnection(Connection):
         self.token = token
         self.socket = socket
         self.task = asyncio.current_task()
-        self.queue: deque[str] = deque()
+        self.queue: deque[str] | None = None  # only while something waits to be sent
         self.queued = 0
         self.writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -102,14 +102,19 @@ class WebSocketConnection(Connection):
     def push(self, text: str, type_: str) -> None:
         if self.close_code is not None:
             return
-        self.queue.append(text)
-        self.queued += len(text)
+        self._enqueue(text)
         if self.queued > MAX_QUEUED_BYTES:
             self.close(SLOW_CONSUMER)
             return
         SENT.inc(type_)
         if self.writer is None:
             self.writer = asyncio.create_task(self._write())
+
+    def _enqueue(self, text: str) -> None:
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.append(text)
+        self.queued += len(text)
 
     def deliver(self, stream_id: str, event_type: str, text: str) -> None:
         self.push(text, "event")
@@ -121,11 +126,12 @@ class WebSocketConnection(Connection):
                 text = self.queue.popleft()
                 self.queued -= len(text)
                 await send({"type": "websocket.send", "text": text})
+            self.queue = None  # idle again: an idle socket holds no queue
             code = self.close_code
             if code is not None:
                 await send({"type": "websocket.close", "code": code, "reason": REASONS[code]})
         except (WebSocketDisconnect, OSError, RuntimeError):
-            self.queue.clear()  # the client is gone: nothing more can be sent
+            self.queue = None  # the client is gone: nothing more can be sent
             self.queued = 0
         finally:
             if self.writer is asyncio.current_task():
@@ -138,13 +144,13 @@ class WebSocketConnection(Connection):
         if code == SLOW_CONSUMER:
             # What is queued will never be read in time: drop it, and stop waiting for the
             # socket to drain (the writer is blocked on it) so the close frame goes next.
-            self.queue.clear()
+            self.queue = None
             self.queued = 0
             if self.writer is not None:
                 self.writer.cancel()
                 self.writer = None
         elif error_code is not None:
-            self.queue.append(error_message(error_code, message))
+            self._enqueue(error_message(error_code, message))
             SENT.inc("error")
         if self.writer is None:
             self.writer = asyncio.create_task(self._write())
@@ -227,6 +233,10 @@ class WebSocketEndpoint:
         code = 1006
         try:
             await socket.accept(headers=[(b"x-request-id", connection_id.encode())])
+            # Checked and no longer needed: the headers and query (the token among them) need
+            # not stay in memory for the connection's lifetime.
+            scope["headers"] = []
+            scope["query_string"] = b""
             realtime.opened(connection)
             log.info(
                 "realtime connected",

@@ -7,8 +7,8 @@ stream measured in the same run.
 A gateway process (`paysys serve gateway`, as production runs it) on a private redis-server; no
 service and no database is needed (the gateway checks tokens itself and reads the stream).
 Clients: the `websockets` library in this process, each socket signed in as its own user, sent
-through `X-Forwarded-For` from 100 addresses (the gateway trusts loopback as a proxy here) so
-the per-IP handshake limit (30 / 60 s) admits them.
+through `X-Forwarded-For` from an address of its own (the gateway trusts loopback as a
+proxy here) so the per-IP handshake limit (30 / 60 s) admits them.
 
 1. idle: `--idle` sockets open and idle; the gateway's RSS growth divided by their number
    (target ≤ 20 KiB per connection).
@@ -138,10 +138,9 @@ class Clients:
                 token, _ = self.codec.issue_access(
                     user_id=user, email="b@example.com", name="B", role=role, sid=str(user)
                 )
-                headers = {
-                    "Authorization": f"Bearer {token}",
-                    "X-Forwarded-For": f"10.9.{(len(self.sockets) + index) % 100}.1",
-                }
+                serial = len(self.sockets) + index - start  # an address of its own
+                address = f"10.{serial >> 12 & 255}.{serial >> 4 & 255}.{serial & 15}"
+                headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
                 chunk.append(
                     (
                         user,

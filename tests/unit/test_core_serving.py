@@ -106,3 +106,20 @@ async def test_other_attributes_come_from_the_real_transport(name: str) -> None:
     expected = ("127.0.0.1", 1234) if name == "peername" else None
     assert transport.get_extra_info(name) == expected
     assert transport.is_closing() is False
+
+
+async def test_the_websocket_inbox_hands_items_over_in_order_to_its_reader() -> None:
+    from paysys.core.serving import _Inbox
+
+    inbox = _Inbox()
+    assert inbox.empty()
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert not inbox.empty()
+    assert [await inbox.get(), await inbox.get()] == [1, 2]
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    inbox.put_nowait(3)
+    assert await asyncio.wait_for(waiting, 1) == 3
+    assert inbox.empty()

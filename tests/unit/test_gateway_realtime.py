@@ -347,3 +347,35 @@ def test_events_tail_view_of_a_users_socket() -> None:
     assert view(envelope("config.updated", {"key": "k"})) == []
     admin = socket_view(str(uuid.uuid4()), "ADMIN")
     assert len(admin(created)) == 2
+
+
+def test_a_failed_transition_carries_its_reason_as_failure_reason() -> None:
+    raw = envelope(
+        "payment.status_changed",
+        status_changed(newStatus="failed", reason="card declined", amount="5.00", currency="EUR"),
+    )
+    (updated,) = map_event(raw, audit=False)  # no admin listening: no audit message
+    data = json.loads(updated.text)["payload"]["data"]
+    assert data["failureReason"] == "card declined" and data["status"] == "failed"
+    assert (data["amount"], data["currency"]) == ("5.00", "EUR")
+
+
+def test_uvicorns_own_log_lines_lose_their_tokens() -> None:
+    import logging
+
+    from paysys.core.logging import RedactTokens
+
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", "/ws?token=eyJ.secret.sig"),
+        None,
+    )
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "WebSocket /ws?token=[REDACTED]" [accepted]'
+    plain = logging.LogRecord("x", logging.INFO, __file__, 1, "GET %s", ("/health",), None)
+    RedactTokens().filter(plain)
+    assert plain.getMessage() == "GET /health" and plain.args == ("/health",)

@@ -49,7 +49,7 @@ log = get_logger("paysys.gateway.realtime")
 WS_PATHS = ("/ws", "/ws/")
 SSE_PATHS = ("/api/events/stream", "/api/events/stream/")
 SWEEP_INTERVAL = 60.0
-DRAIN_TIMEOUT = 5.0
+DRAIN_TIMEOUT = 3.0  # within the pod's shutdown budget (docs/operations.md §6)
 RECHECK_CHUNK = 500
 
 

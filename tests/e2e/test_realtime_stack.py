@@ -1,14 +1,14 @@
-"""Real-time updates end to end (api-contracts §9): real auth, payments and two gateway processes
-on a private redis-server, clients over real sockets (`websockets`, httpx streaming).
+"""Real-time updates end to end (api-contracts §9): the run's shared stack of real service
+processes (its gateway is A) plus a second gateway process B, both reading the stream on their
+own; clients over real sockets (`websockets`, httpx streaming).
 
-One stack for the module: auth and payments, gateways A and B (each reads the stream on its
-own). The gateways log at INFO, uvicorn's own lines included, so the last test can check that
-no token reached a log."""
+The shared stack is used, not a private one: every service process of a run shares one database,
+so any relay of the run may publish a row, and only the run's Redis sees them all. B logs at
+INFO, uvicorn's own lines included, so the last test can check that no token reached a log."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +22,6 @@ from redis.asyncio import Redis
 
 from paysys.core.config import Settings
 from paysys.core.redis import create_redis
-from tests.conftest import base_env
 from tests.support.auth import PASSWORD, bearer, login, register
 from tests.support.payments import TestUser as PaymentUser
 from tests.support.payments import body, make_user
@@ -45,7 +44,6 @@ from tests.support.servers import RedisServer, ServiceProcess, Stack, free_port
 
 pytestmark = pytest.mark.e2e
 
-DEAD = "http://127.0.0.1:9"
 TOKENS_USED: list[str] = []  # every token this module sent in a query string
 
 
@@ -68,55 +66,26 @@ class RealtimeStack:
         return "".join(p.read_text(errors="replace") for p in [*paths, self.gateway_b.log_path])
 
 
-def _wait_live(service: ServiceProcess, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert service.proc is not None and service.proc.poll() is None, (
-            service.log_path.read_text()[-3000:]
-        )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/health/live", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{service.name} not live: {service.log_path.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeStack]:
-    logdir = tmp_path_factory.mktemp("realtime-stack")
-    redis = RedisServer(free_port(), logdir / "redis")
-    redis.start()
-    env = {
-        "REDIS_URL": redis.url,
-        "ADMIN_SERVICE_URL": DEAD,
-        "PROFILE_SERVICE_URL": DEAD,
-        "LOG_LEVEL": "INFO",
-        "UVICORN_LOG_LEVEL": "info",
-        "EVENTS_RETRY_MAX_MS": "500",  # the relays retry quickly after the Redis drill
-    }
-    stack = Stack.build(base_env(), logdir, ("auth", "payments", "gateway"), env)
+def rt(
+    stack: Stack, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealtimeStack]:
     port = free_port()
-    gateway_b = ServiceProcess(
-        "gateway", port, {**stack.base_env, "PORT": str(port)}, logdir / "gateway-b.log"
-    )
+    env = {**stack.base_env, "PORT": str(port), "LOG_LEVEL": "INFO", "UVICORN_LOG_LEVEL": "info"}
+    log_path = tmp_path_factory.mktemp("realtime") / "gateway-b.log"
+    gateway_b = ServiceProcess("gateway", port, env, log_path)
+    gateway_b.start()
     try:
-        for service in [*stack.services.values(), gateway_b]:
-            service.start()
-        for name in ("auth", "payments"):
-            stack.services[name].wait_ready()
-        _wait_live(stack.services["gateway"])
-        _wait_live(gateway_b)
-        yield RealtimeStack(stack, gateway_b, redis)
+        gateway_b.wait_ready()
+        yield RealtimeStack(stack, gateway_b, redis_server)
     finally:
         gateway_b.stop()
-        stack.stop()
-        redis.stop()
 
 
 @pytest.fixture
 async def redis(rt: RealtimeStack) -> AsyncIterator[Redis]:
     client = create_redis(rt.redis.url)
-    # Handshakes come from 127.0.0.1 only here: start each test with fresh per-IP budgets.
+    # Handshakes and sign-ins all come from 127.0.0.1: start each test with fresh budgets.
     keys = [key async for key in client.scan_iter("gw:rl:*")]
     if keys:
         await client.delete(*keys)
@@ -205,16 +174,16 @@ async def test_a_payments_life_reaches_its_parties_and_admins_and_nobody_else(
 async def test_handshake_refusals_and_ping_through_a_gateway_process(
     rt: RealtimeStack, redis: Redis
 ) -> None:
-    bad = await refused(ws(rt.a, "not-a-token"))
+    bad = await refused(ws(rt.b, "not-a-token"))
     assert bad.status_code == 401 and body_of(bad)["error"]["code"] == "TOKEN_INVALID"
     assert bad.headers["connection"] == "close"
     user = await make_user()
-    foreign = await refused(ws(rt.a, user.token), origin="https://evil.example")
+    foreign = await refused(ws(rt.b, user.token), origin="https://evil.example")
     assert foreign.status_code == 403 and body_of(foreign)["error"]["code"] == "FORBIDDEN"
     async with httpx.AsyncClient(base_url=rt.a, timeout=10) as client:
         plain = await client.get("/ws")
         assert plain.status_code == 426 and plain.headers["upgrade"] == "websocket"
-    socket = await connect(rt.a, user.token)
+    socket = await connect(rt.b, user.token)
     try:
         await send_json(socket, {"type": "ping", "id": "p-1"})
         pong = await recv_json(socket)

@@ -353,6 +353,7 @@ async def test_client_messages_and_subscription_rules(
         assert pong["type"] == "pong" and pong["id"] == "x1"
         assert "id" not in await ask({"type": "ping"})
         assert (await ask("{nope"))["payload"]["code"] == "INVALID_JSON"
+        assert (await ask("[" * 2000 + "]" * 2000))["payload"]["code"] == "INVALID_JSON"
         for bad in ([1, 2], {"type": 5}, {"type": "message"}, {"type": "ping", "id": 7}):
             reply = await ask(bad)
             assert reply["type"] == "error" and reply["payload"]["code"] == "VALIDATION_ERROR"

@@ -379,3 +379,12 @@ def test_uvicorns_own_log_lines_lose_their_tokens() -> None:
     plain = logging.LogRecord("x", logging.INFO, __file__, 1, "GET %s", ("/health",), None)
     RedactTokens().filter(plain)
     assert plain.getMessage() == "GET /health" and plain.args == ("/health",)
+
+
+async def test_a_resumed_stream_never_repeats_what_its_replay_covered() -> None:
+    connection = SseConnection("c", principal(user_id=SENDER), None, "s")
+    connection.after = (5, 0)
+    for stream_id in ("4-0", "5-0", "6-0", "7-0"):  # the reader catching up after the replay
+        connection.deliver(stream_id, "payment:created", "{}")
+    assert [f.split("\n")[0] for f in connection.frames] == ["id: 6-0", "id: 7-0"]
+    assert connection.after is None  # passed: no more comparisons

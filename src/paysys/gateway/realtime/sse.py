@@ -60,7 +60,17 @@ def frame(event: str, data: str, stream_id: str | None = None) -> str:
 
 class SseConnection(Connection):
     transport = "sse"
-    __slots__ = ("close_code", "frames", "held", "killed", "queued", "task", "types", "wake")
+    __slots__ = (
+        "after",
+        "close_code",
+        "frames",
+        "held",
+        "killed",
+        "queued",
+        "task",
+        "types",
+        "wake",
+    )
 
     def __init__(
         self, connection_id: str, principal: Principal, types: frozenset[str] | None, slot: str
@@ -73,6 +83,8 @@ class SseConnection(Connection):
         self.close_code: int | None = None
         # Live events held back while a `Last-Event-ID` replay is read from the stream.
         self.held: list[tuple[str, str, str]] | None = None
+        # After a replay: live events up to here were replayed already (the reader may lag).
+        self.after: tuple[int, int] | None = None
         self.task = asyncio.current_task()
         self.killed = False
 
@@ -85,6 +97,10 @@ class SseConnection(Connection):
         if self.held is not None:
             self.held.append((stream_id, event_type, text))
             return
+        if self.after is not None:
+            if stream_id_key(stream_id) <= self.after:
+                return
+            self.after = None  # the live feed has passed the replay
         self.queue(frame(event_type, text, stream_id), "event")
 
     def queue(self, text: str, type_: str) -> None:
@@ -258,9 +274,9 @@ class EventStreamEndpoint:
             for text in replayed_frames(connection, entries):
                 connection.queue(text, "event")
             covered = stream_id_key(entries[-1][0]) if entries else stream_id_key(last_id)
+        connection.after = covered
         for stream_id, event_type, text in held:
-            if stream_id_key(stream_id) > covered:
-                connection.deliver(stream_id, event_type, text)
+            connection.deliver(stream_id, event_type, text)
 
     async def pump(self, connection: SseConnection, send: Send) -> int:
         """Write queued frames as they come, a `: ping` when idle; returns the end's code."""

@@ -302,7 +302,7 @@ class WebSocketEndpoint:
             return
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser
             connection.push(error_message("INVALID_JSON", "Message is not valid JSON"), "error")
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

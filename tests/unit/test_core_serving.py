@@ -180,3 +180,20 @@ async def test_a_connection_over_the_client_cap_is_closed_and_ignored() -> None:
     third.connection_made(third_transport)
     assert not third_transport.closed
     third.connection_lost(None)
+
+
+async def test_the_websocket_inbox_hands_items_over_in_order_to_its_reader() -> None:
+    from paysys.core.serving import _Inbox
+
+    inbox = _Inbox()
+    assert inbox.empty()
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert not inbox.empty()
+    assert [await inbox.get(), await inbox.get()] == [1, 2]
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    inbox.put_nowait(3)
+    assert await asyncio.wait_for(waiting, 1) == 3
+    assert inbox.empty()

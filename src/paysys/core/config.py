@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     gateway_pool_size: int = 512
     upstream_probe_interval: float = 5.0
     openapi_cache_ttl: float = 30.0
+    # Real-time updates at the gateway (api-contracts §9, docs/gateway.md): WebSocket ping
+    # interval, pong timeout and idle timeout (seconds), connection caps per user (all
+    # replicas, WebSocket + SSE) and per process.
+    ws_ping_interval: float = 30.0
+    ws_pong_timeout: float = 10.0
+    ws_idle_timeout: float = 90.0
+    realtime_max_connections_per_user: int = 10
+    realtime_max_connections: int = 10_000
 
     psp_webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     payments_processor: Literal["simulated", "none"] = "simulated"

@@ -93,7 +93,9 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k not in _OWNED_HEADERS]
                 headers.append((b"x-request-id", rid.encode()))
-                headers.extend(SECURITY_HEADERS)
+                # `no-store` unless the response chose its own (SSE: `no-cache, no-transform`).
+                own_cache = any(k == b"cache-control" for k, _ in headers)
+                headers.extend(_NO_CACHE_HEADERS if own_cache else SECURITY_HEADERS)
                 headers.append((b"content-security-policy", csp))
                 message["headers"] = headers
             await send(message)
@@ -119,8 +121,9 @@ class RequestContextMiddleware:
 _OWNED_HEADERS = {
     b"x-request-id",
     b"content-security-policy",
-    *(name for name, _ in SECURITY_HEADERS),
+    *(name for name, _ in SECURITY_HEADERS if name != b"cache-control"),
 }
+_NO_CACHE_HEADERS = [(k, v) for k, v in SECURITY_HEADERS if k != b"cache-control"]
 
 
 def _route_label(scope: Scope) -> str:

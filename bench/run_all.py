@@ -14,6 +14,7 @@ BENCHMARKS = [
     ["bench.events_latency"],
     ["bench.auth_login"],
     ["bench.gateway_proxy"],
+    ["bench.slow_clients"],
     ["bench.payments_throughput"],
     ["bench.profile_cache"],
     ["bench.admin_audit"],

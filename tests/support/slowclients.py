@@ -30,7 +30,6 @@ import json
 import os
 import re
 import resource
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -312,4 +311,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -49,23 +49,18 @@ class StreamedBody:
                 return
 
 
-async def read_body(
-    receive: Receive, declared: int | None, buffer_limit: int
+async def read_more(
+    first: bytes, receive: Receive, declared: int | None, buffer_limit: int
 ) -> bytes | StreamedBody | None:
-    """The request body: whole bytes, a `StreamedBody` for a large one, or None when the client
-    went away (or the body was refused) before it was complete."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        return None
-    chunk: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return chunk  # the usual case: the whole body in one message
+    """The body of a request whose first ASGI message (`first`) said more is coming (a body in
+    one message, the usual case, needs no call): the whole bytes, a `StreamedBody` for a large
+    one, or None when the client went away (or the body was refused) before it was complete."""
     # A body announced as large streams after its first 64 KiB; one of unknown size once it has
     # proved larger than the buffer limit.
     large = declared is not None and declared > buffer_limit
     stream_at = STREAM_AFTER if large else buffer_limit + 1
-    chunks = [chunk]
-    size = len(chunk)
+    chunks = [first]
+    size = len(first)
     while size < stream_at:
         message = await receive()
         if message["type"] == "http.disconnect":

@@ -10,13 +10,14 @@ response has been relayed; the proxy takes one only once the client's body has a
 Why an explicit semaphore rather than the connector's own `limit` with `ClientTimeout.connect`:
 aiohttp's `connect` timeout covers both waiting for a pooled connection and opening a new one,
 and raises the same `ConnectionTimeoutError` for both, so "the pool is full" (503, the service
-is busy) could not be told from "the service does not accept connections" (502). The fast path
-(a slot free) never suspends; the connector keeps `limit=size` as a backstop.
+is busy) could not be told from "the service does not accept connections" (502). A free slot is
+taken without a coroutine (`try_acquire`); the connector keeps `limit=size` as a backstop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import aiohttp
 from aiohttp import ClientRequest
@@ -36,14 +37,17 @@ UPSTREAM_KEEPALIVE = 4.0
 class ServiceClient:
     """The HTTP client of one service: its session (own connector) and its request slots."""
 
-    __slots__ = ("_slots", "in_flight", "name", "session", "size", "wait")
+    __slots__ = ("free", "in_flight", "name", "session", "size", "wait", "waiters")
 
     def __init__(self, name: str, size: int, wait: float) -> None:
         self.name = name
         self.size = size
         self.wait = wait
-        self._slots = asyncio.Semaphore(size)
+        self.free = size
         self.in_flight = 0  # slots taken now
+        # Requests waiting for a slot, first come first served; a freed slot is handed to the
+        # first one still waiting (never to a newcomer that happens to run first).
+        self.waiters: deque[asyncio.Future[None]] = deque()
         self.session: aiohttp.ClientSession | None = None
         POOL_SIZE.labels(name).set(size)
         POOL_IN_FLIGHT.labels(name).set_function(lambda: self.in_flight)  # read when scraped
@@ -59,23 +63,46 @@ class ServiceClient:
             await self.session.close()
             self.session = None
 
+    def try_acquire(self) -> bool:
+        """Take a free slot now (the hot path: no coroutine, no suspension)."""
+        if self.free and not self.waiters:
+            self.free -= 1
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> bool:
-        """Take a slot: at once when one is free, else wait at most `wait` s (→ False)."""
-        slots = self._slots
-        if slots.locked():
-            try:
-                async with asyncio.timeout(self.wait):
-                    await slots.acquire()
-            except TimeoutError:
+        """Take a slot, waiting at most `wait` seconds for one (→ False: none freed in time)."""
+        if self.try_acquire():
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.wait):
+                await waiter
+        except TimeoutError:
+            if waiter.cancelled():
+                self.waiters.remove(waiter)
                 return False
-        else:
-            await slots.acquire()  # a free slot: returns without suspending
+            # The slot was handed over just as the wait ran out: take it after all.
+        except BaseException:  # the request itself is going away (client gone, shutdown)
+            if waiter.cancelled():
+                self.waiters.remove(waiter)
+            else:  # handed a slot it will not use: pass it on
+                self.in_flight += 1
+                self.release()
+            raise
         self.in_flight += 1
         return True
 
     def release(self) -> None:
         self.in_flight -= 1
-        self._slots.release()
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():  # a waiter cancelled by its request's end is skipped
+                waiter.set_result(None)  # the slot goes straight to it
+                return
+        self.free += 1
 
 
 def proxy_session(

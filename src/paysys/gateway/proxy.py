@@ -26,7 +26,7 @@ from paysys.core.errors import AppError
 from paysys.core.logging import get_logger
 from paysys.core.middleware import send_error
 from paysys.core.tokens import Principal, TokenCodec, VerifiedTokens
-from paysys.gateway.bodies import ClientGone, StreamedBody, read_body
+from paysys.gateway.bodies import ClientGone, StreamedBody, read_more
 from paysys.gateway.inflight import InFlight
 from paysys.gateway.pools import ServiceClient, build_clients, proxy_session
 from paysys.gateway.ratelimit import RATE_LIMITED, Policy, RateLimiter
@@ -310,10 +310,16 @@ class Proxy:
         # connection and no pool slot.
         body: bytes | StreamedBody | None = None
         if has_body:
-            declared = int(length) if length is not None and length.isdigit() else None
-            body = await read_body(receive, declared, self.buffer_limit)
-            if body is None:  # gone, or refused (413/408) outside the proxy: forward nothing
+            first = await receive()
+            if first["type"] == "http.disconnect":
                 return
+            chunk: bytes = first.get("body", b"")
+            body = chunk
+            if first.get("more_body", False):
+                declared = int(length) if length is not None and length.isdigit() else None
+                body = await read_more(chunk, receive, declared, self.buffer_limit)
+                if body is None:  # gone, or refused (413/408) outside the proxy: forward nothing
+                    return
         await self.forward(send, pool, method, target, forward, body, limit_headers)
 
     async def forward(
@@ -327,7 +333,7 @@ class Proxy:
         limit_headers: list[tuple[bytes, bytes]],
     ) -> None:
         client = self.clients[pool.name]
-        if not await client.acquire():
+        if not client.try_acquire() and not await client.acquire():
             UPSTREAM_ERRORS.labels(pool.name, "pool_full").inc()
             await send_error(
                 send,
@@ -338,16 +344,13 @@ class Proxy:
             )
             return
         try:
-            assert client.session is not None
-            await self._forward(
-                client.session, send, pool, method, target, headers, body, limit_headers
-            )
+            await self._forward(client, send, pool, method, target, headers, body, limit_headers)
         finally:
             client.release()
 
     async def _forward(
         self,
-        session: aiohttp.ClientSession,
+        client: ServiceClient,
         send: Send,
         pool: ServicePool,
         method: str,
@@ -356,6 +359,8 @@ class Proxy:
         body: bytes | StreamedBody | None,
         limit_headers: list[tuple[bytes, bytes]],
     ) -> None:
+        session = client.session
+        assert session is not None
         streamed = body if isinstance(body, StreamedBody) else None
         retryable = (method == "GET" or method == "HEAD") and streamed is None
         tried: tuple[Upstream, ...] = ()

@@ -18,6 +18,7 @@ BENCHMARKS = [
     ["bench.payments_throughput"],
     ["bench.profile_cache"],
     ["bench.admin_audit"],
+    ["bench.realtime"],
 ]
 
 

@@ -175,17 +175,6 @@ async def create_and_list(
     return seen, failures
 
 
-# Readiness with Redis down (§7: degraded, still ready) is the edge13a branch's change to
-# `core.health`; its HEALTH_CACHE_SECONDS setting tells whether this tree has it. Remove the
-# marker once that branch is merged.
-_READINESS_DEGRADES = "health_cache_seconds" in Settings.model_fields
-
-
-@pytest.mark.xfail(
-    not _READINESS_DEGRADES,
-    reason="needs readiness that degrades on Redis down (issue 13, edge13a)",
-    strict=True,
-)
 async def test_redis_down_for_15_s_keeps_payments_working_and_everyone_ready(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 
 import httpx
-import redis
 
+from tests.support.gateway import forget_auth_buckets
 from tests.support.servers import Stack
 
 PASSWORD = "Gateway-Journey-1!"
 
 
-def _forget_auth_buckets() -> None:
-    # Other e2e tests of the run register and log in through the same gateway from the same IP.
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    for pattern in ("gw:rl:register:*", "gw:rl:login:*", "gw:rl:refresh:*"):
-        keys = list(client.scan_iter(pattern))
-        if keys:
-            client.delete(*keys)
-    client.close()
-
-
 def test_journey_through_the_gateway(stack: Stack) -> None:
-    _forget_auth_buckets()
+    forget_auth_buckets()
     email = f"gw-{uuid.uuid4().hex[:10]}@example.com"
     with httpx.Client(base_url=stack.url("gateway"), timeout=20) as client:
         r = client.post(

@@ -126,6 +126,7 @@ def test_request_id_round_trip(gateway: str) -> None:
 def test_five_mib_upload_is_streamed_not_buffered(
     gateway: str, echoes: dict[str, EchoServer]
 ) -> None:
+    """PUT /api/profile is the one route whose bodies may pass 1 MiB (avatars, 8 MiB, §6)."""
     upload_id = uuid.uuid4().hex
     chunk = os.urandom(256 * 1024)
     total_chunks = 20  # 5 MiB
@@ -141,14 +142,14 @@ def test_five_mib_upload_is_streamed_not_buffered(
                 # the whole body would forward nothing before the client finished.
                 received = wait_until(
                     lambda: httpx.get(
-                        f"{echoes['payments'].url}/_progress/{upload_id}", timeout=2
+                        f"{echoes['profile'].url}/_progress/{upload_id}", timeout=2
                     ).json()["received"],
                     timeout=15,
                 )
                 seen_before_end.append(received)
 
-    r = httpx.post(
-        f"{gateway}/api/payments/upload/{upload_id}",
+    r = httpx.put(
+        f"{gateway}/api/profile?upload={upload_id}",
         headers={**auth_headers(), "content-type": "application/octet-stream"},
         content=body(),
         timeout=30,
@@ -158,6 +159,44 @@ def test_five_mib_upload_is_streamed_not_buffered(
     assert r.json()["bytes"] == 5 * MIB
     assert r.json()["sha256"] == digest.hexdigest()
     assert r.json()["chunks"] > 1
+
+
+def test_bodies_over_the_route_limit_are_refused_at_the_gateway(
+    gateway: str, echoes: dict[str, EchoServer]
+) -> None:
+    """api-contracts §2.1: the body limit holds at the gateway, from Content-Length before
+    anything is forwarded, and while reading a body sent without one."""
+    declared = uuid.uuid4().hex
+    r = httpx.post(
+        f"{gateway}/api/payments/upload/{declared}",
+        headers={**auth_headers(), "content-type": "application/octet-stream"},
+        content=b"x" * (MIB + 1),
+        timeout=30,
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert r.json()["error"]["message"] == "Request body exceeds 1 MiB"
+    progress = f"{echoes['payments'].url}/_progress/{declared}"
+    assert httpx.get(progress, timeout=5).json()["received"] == 0  # never reached payments
+
+    def chunked() -> Iterator[bytes]:
+        for _ in range(8):  # 2 MiB, no Content-Length
+            yield b"y" * (256 * 1024)
+
+    r = httpx.post(
+        f"{gateway}/api/payments/upload/{uuid.uuid4().hex}",
+        headers=auth_headers(),
+        content=chunked(),
+        timeout=30,
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    over = httpx.put(
+        f"{gateway}/api/profile?upload={uuid.uuid4().hex}",
+        headers=auth_headers(),
+        content=b"z" * (8 * MIB + 1),
+        timeout=30,
+    )
+    assert over.status_code == 413
+    assert over.json()["error"]["message"] == "Request body exceeds 8 MiB"
 
 
 def test_five_mib_download_is_streamed_back(gateway: str, echoes: dict[str, EchoServer]) -> None:

@@ -195,8 +195,9 @@ def restart_replica(process: ServiceProcess) -> None:
     process.wait_ready(90)
 
 
-async def gateway_sees_ready(gateways: list[str], upstream: str, deadline: float) -> bool:
-    """Both gateways report the payments URL ready with a closed circuit (GET /health)."""
+async def gateway_sees_ready(gateways: list[str], position: int, deadline: float) -> bool:
+    """Both gateways report the payments URL at `position` of PAYMENTS_SERVICE_URL ready with a
+    closed circuit (GET /health lists instances by position, never by address)."""
     async with httpx.AsyncClient(timeout=5) as client:
         while time.monotonic() < deadline:
             states = []
@@ -204,14 +205,9 @@ async def gateway_sees_ready(gateways: list[str], upstream: str, deadline: float
                 try:
                     health = (await client.get(f"{url}/health")).json()
                     instances = health["data"]["checks"]["payments"]["instances"]
-                    states.append(
-                        next(
-                            i["ready"] and i["circuit"] == "closed"
-                            for i in instances
-                            if i["url"] == upstream
-                        )
-                    )
-                except (httpx.HTTPError, KeyError, StopIteration, ValueError):
+                    instance = instances[position]
+                    states.append(instance["ready"] and instance["circuit"] == "closed")
+                except (httpx.HTTPError, KeyError, IndexError, ValueError):
                     states.append(False)
             if all(states):
                 return True
@@ -259,7 +255,7 @@ async def test_scaleout_drill(tmp_path: Path) -> None:
             stats.note(f"rate-limit burst done: {dict(burst)}")
             await restart
             stats.note("payments-1 restarted")
-            assert await gateway_sees_ready(gateways, first.url, time.monotonic() + 20)
+            assert await gateway_sees_ready(gateways, 0, time.monotonic() + 20)
             stats.note("payments-1 back in both gateways' pools")
             await asyncio.sleep(1)
             code, seconds = await asyncio.to_thread(terminate, second, signal.SIGTERM)
@@ -267,7 +263,7 @@ async def test_scaleout_drill(tmp_path: Path) -> None:
             stats.note(f"payments-2 SIGTERM: exit {code} after {seconds:.2f}s")
             await asyncio.to_thread(restart_replica, second)
             stats.note("payments-2 restarted")
-            assert await gateway_sees_ready(gateways, second.url, time.monotonic() + 20)
+            assert await gateway_sees_ready(gateways, 1, time.monotonic() + 20)
             stats.note("payments-2 back in both gateways' pools")
             await asyncio.sleep(2)
             load.stop.set()

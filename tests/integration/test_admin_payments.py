@@ -63,6 +63,9 @@ BAD_PAYMENT_QUERIES = [
     {"minAmount": "-1"},
     {"startDate": "nope"},
     {"unknown": "1"},
+    {"limit": "٣"},
+    {"page": "²"},
+    {"status": ""},
 ]
 
 
@@ -72,3 +75,6 @@ async def test_bad_filters_are_400(client) -> None:  # type: ignore[no-untyped-d
         r = await client.get("/api/admin/payments", headers=headers, params=params)
         assert r.status_code == 400, (params, r.text)
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+    # the same query model as GET /api/payments: a repeated parameter is refused too
+    r = await client.get("/api/admin/payments", headers=headers, params=[("page", "1")] * 2)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "page: must be given once"

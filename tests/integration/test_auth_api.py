@@ -11,6 +11,7 @@ from typing import Any
 
 import argon2
 import httpx
+import jwt
 import pytest
 from sqlalchemy import select, update
 
@@ -460,6 +461,12 @@ async def test_sessions_list_and_revoke(app_client: Any) -> None:
         f"/api/auth/sessions/{phone['id']}", headers=bearer(first["accessToken"])
     )
     assert gone.status_code == 204 and gone.content == b""
+    (ended,) = await _events("user.logged_out")  # the gateway closes that session's sockets
+    assert ended["data"] == {
+        "userId": first["user"]["id"],
+        "allSessions": False,
+        "sessionId": phone["id"],
+    }
     again = await client.delete(
         f"/api/auth/sessions/{phone['id']}", headers=bearer(first["accessToken"])
     )
@@ -493,7 +500,12 @@ async def test_logout_without_body_ends_this_session_only(app_client: Any) -> No
         await client.get("/api/auth/me", headers=bearer(second["accessToken"]))
     ).status_code == 200
     (event,) = await _events("user.logged_out")
-    assert event["data"] == {"userId": first["user"]["id"], "allSessions": False}
+    ended = jwt.decode(first["accessToken"], options={"verify_signature": False})["sid"]
+    assert event["data"] == {
+        "userId": first["user"]["id"],
+        "allSessions": False,
+        "sessionId": ended,
+    }
 
 
 async def test_logout_with_refresh_token_and_all_sessions(app_client: Any) -> None:

@@ -10,7 +10,12 @@ import httpx
 import uvicorn
 
 from paysys.cli.serve import server_options
-from paysys.core.serving import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingTransport
+from paysys.core.serving import (
+    FLUSH_AT,
+    CoalescingHttpToolsProtocol,
+    CoalescingTransport,
+    TerminatingWebSocketProtocol,
+)
 from tests.support.servers import free_port
 
 CHUNK = b"x" * (FLUSH_AT // 2 + 1)
@@ -36,6 +41,12 @@ async def test_services_are_served_through_the_coalescing_protocol() -> None:
     port = free_port()
     options = server_options("127.0.0.1", port)
     assert options["http"] is CoalescingHttpToolsProtocol
+    # WebSockets (the gateway's /ws, api-contracts §9.5): no compression, 4 KiB messages,
+    # pings every WS_PING_INTERVAL answered within WS_PONG_TIMEOUT; the real-socket tests of
+    # the protocol are in test_gateway_realtime.py.
+    assert options["ws"] is TerminatingWebSocketProtocol
+    assert options["ws_per_message_deflate"] is False and options["ws_max_size"] == 4096
+    assert (options["ws_ping_interval"], options["ws_ping_timeout"]) == (30.0, 10.0)
     options.update(factory=True, loop="asyncio", log_level="warning")
     server = uvicorn.Server(uvicorn.Config(lambda: app, **options))
     task = asyncio.create_task(server.serve())

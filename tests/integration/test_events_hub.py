@@ -50,6 +50,18 @@ async def hub(hub_urls: HubUrls) -> AsyncIterator[Hub]:
         yield opened
 
 
+WIRE_KEYS = {
+    "id",
+    "type",
+    "version",
+    "occurredAt",
+    "source",
+    "correlationId",
+    "actorId",
+    "data",
+}
+
+
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -126,20 +138,50 @@ async def test_envelope_on_the_wire_follows_the_contract(hub: Hub) -> None:
     import json
 
     wire = json.loads(fields["event"])
-    assert set(wire) == {
-        "id",
-        "type",
-        "version",
-        "occurredAt",
-        "source",
-        "correlationId",
-        "actorId",
-        "data",
-    }
+    assert set(wire) == WIRE_KEYS
     assert wire["id"] == str(event.id) and wire["version"] == 1
     assert wire["source"] == "admin-service" and wire["correlationId"] == "req-123"
     assert wire["actorId"] == str(actor) and wire["data"] == {"userId": str(actor)}
     assert wire["occurredAt"].endswith("Z") and len(wire["occurredAt"]) == 24
+
+
+async def test_plain_sql_statements_write_the_envelopes_emit_writes(hub: Hub) -> None:
+    """The asyncpg hot paths write events through the same builder as emit (OutboxRows) and
+    the same INSERT (insert_sql), inside their own statement; the relay publishes them alike."""
+    import json
+
+    from paysys.core import context
+    from paysys.core.events.outbox import NOTIFY_SQL, OutboxRows, envelope, insert_sql
+    from paysys.payments.db import connect
+
+    runtime = hub.runtime()
+    actor = uuid.uuid4()
+    token = context.request_id_var.set("req-plain")
+    try:
+        rows = OutboxRows.of(
+            [("user.deleted", {"userId": str(actor)}), ("config.updated", config_data())],
+            actor_id=actor,
+        )
+        expected_source = envelope("user.deleted", {"userId": str(actor)}).source
+    finally:
+        context.request_id_var.reset(token)
+    async with connect(runtime.engine) as conn:
+        await conn.execute(
+            f"WITH event AS ({insert_sql('$1', '$2', '$3')}) SELECT {NOTIFY_SQL}",
+            rows.ids,
+            rows.types,
+            rows.payloads,
+        )
+    await hub.relay(runtime).drain()
+    wires = [json.loads(fields["event"]) for _, fields in await hub.redis.xrange(STREAM)]
+    wires = [wire for wire in wires if wire["id"] in rows.ids]
+    assert [wire["id"] for wire in wires] == rows.ids  # in statement order
+    assert [wire["type"] for wire in wires] == ["user.deleted", "config.updated"]
+    for wire in wires:
+        assert set(wire) == WIRE_KEYS
+        assert wire["source"] == expected_source and wire["correlationId"] == "req-plain"
+        assert wire["actorId"] == str(actor) and wire["occurredAt"].endswith("Z")
+    assert wires[0]["data"] == {"userId": str(actor)}
 
 
 async def test_relay_keeps_rows_while_redis_is_down(hub: Hub, redis_server: RedisServer) -> None:

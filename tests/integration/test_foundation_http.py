@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 from fastapi import APIRouter, Request
 from pydantic import Field
@@ -9,6 +11,7 @@ from pydantic import Field
 from paysys.core.clientip import client_ip
 from paysys.core.config import Settings
 from paysys.core.context import client_ip_var
+from paysys.core.docs import swagger_ui_html
 from paysys.core.errors import AppError
 from paysys.core.http import create_service_app
 from paysys.core.routing import JsonBodyRoute
@@ -26,6 +29,19 @@ router = APIRouter(prefix="/api/things", route_class=JsonBodyRoute)
 @router.post("")
 async def create_thing(body: Thing) -> dict[str, object]:
     return {"success": True, "data": body.model_dump(by_alias=True)}
+
+
+@router.put("/avatar-sized")
+async def put_large(request: Request) -> dict[str, object]:
+    return {"success": True, "data": {"bytes": len(await request.body())}}
+
+
+profile_router = APIRouter(prefix="/api/profile", route_class=JsonBodyRoute)
+
+
+@profile_router.put("")
+async def put_profile(request: Request) -> dict[str, object]:
+    return {"success": True, "data": {"bytes": len(await request.body())}}
 
 
 @router.get("/boom")
@@ -47,7 +63,9 @@ async def conflict() -> None:
 async def client():  # type: ignore[no-untyped-def]
     import httpx
 
-    app = create_service_app("things", [router], settings=Settings(background_workers=False))
+    app = create_service_app(
+        "things", [router, profile_router], settings=Settings(background_workers=False)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
@@ -179,6 +197,7 @@ async def test_security_headers_and_csp(client) -> None:  # type: ignore[no-unty
     assert r.headers["content-security-policy"].startswith("default-src 'none'")
     docs = await client.get("/docs")
     assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+    assert docs.status_code == 200 and docs.text == swagger_ui_html("paysys things")
 
 
 async def test_cors_allowed_and_disallowed(client) -> None:  # type: ignore[no-untyped-def]
@@ -205,7 +224,9 @@ async def test_metrics(client) -> None:  # type: ignore[no-untyped-def]
     assert "paysys_http_requests_total" in r.text
 
 
-async def test_ready_fails_when_redis_down() -> None:
+async def test_redis_down_degrades_but_stays_ready() -> None:
+    """api-contracts §7 (revision 2): a service without Redis still serves (limits fail open,
+    revocation falls back to the database), so it stays ready: 200 `degraded`, not 503."""
     import httpx
 
     from tests.support.servers import free_port
@@ -220,10 +241,86 @@ async def test_ready_fails_when_redis_down() -> None:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
     ):
         r = await c.get("/health/ready")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["success"] is True and "error" not in body
+        assert body["data"]["status"] == "degraded"
+        assert body["data"]["checks"]["redis"] == {"status": "down", "latencyMs": ANY}
+        assert body["data"]["checks"]["database"] == {"status": "up", "latencyMs": ANY}
+        summary = await c.get("/health")
+        assert summary.status_code == 200
+        assert summary.json()["data"]["status"] == "degraded"
+        # and it does serve
+        ok = await c.post("/api/things", json={"amount": 1, "displayName": "x"})
+        assert ok.status_code == 200
+
+
+async def test_database_down_is_not_ready_and_names_no_internals() -> None:
+    import httpx
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    app = create_service_app(
+        "things",
+        [router],
+        settings=Settings(
+            background_workers=False,
+            database_url=f"postgresql://nobody:hunter2@127.0.0.1:{port}/nowhere",
+        ),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        r = await c.get("/health/ready")
         assert r.status_code == 503
         body = r.json()
         assert body["data"]["status"] == "not_ready"
-        assert body["data"]["checks"]["redis"]["status"] == "down"
+        assert body["data"]["checks"]["database"] == {"status": "down", "latencyMs": ANY}
+        assert body["data"]["checks"]["redis"]["status"] == "up"
         assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
-        assert "redis" in body["error"]["message"]
-        assert (await c.get("/health")).json()["data"]["status"] == "unhealthy"
+        assert body["error"]["message"] == "Dependency not ready: database"
+        summary = await c.get("/health")
+        assert summary.status_code == 503
+        assert summary.json()["data"]["status"] == "unhealthy"
+        for text in (r.text, summary.text):
+            assert str(port) not in text and "hunter2" not in text and "Error" not in text
+
+
+async def test_a_trailing_slash_is_served_like_the_path_never_redirected(client) -> None:  # type: ignore[no-untyped-def]
+    """api-contracts §2.1: FastAPI's redirect_slashes answered 307 with the service's own
+    address in Location; `/x/` is now `/x`, and `/x//` (no such route) is a 404."""
+    plain = await client.post("/api/things", json={"amount": 1, "displayName": "x"})
+    slashed = await client.post("/api/things/", json={"amount": 1, "displayName": "x"})
+    assert (
+        (slashed.status_code, slashed.json())
+        == (plain.status_code, plain.json())
+        == (
+            200,
+            {"success": True, "data": {"amount": 1, "displayName": "x"}},
+        )
+    )
+    assert "location" not in slashed.headers
+    bad = await client.post("/api/things/", json={"amount": 0, "displayName": "x"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
+    twice = await client.post("/api/things//", json={"amount": 1, "displayName": "x"})
+    assert twice.status_code == 404 and "location" not in twice.headers
+    assert (await client.get("/health/ready/")).status_code == 200
+
+
+async def test_the_profile_update_alone_takes_up_to_8_mib(client) -> None:  # type: ignore[no-untyped-def]
+    five = b"x" * (5 * 1024 * 1024)
+    r = await client.put("/api/profile", content=five)
+    assert r.status_code == 200 and r.json()["data"]["bytes"] == len(five)
+    r = await client.put("/api/profile/", content=five)
+    assert r.status_code == 200
+    r = await client.put("/api/profile", content=b"x" * (8 * 1024 * 1024 + 1))
+    assert r.status_code == 413
+    assert r.json()["error"] == {
+        "code": "PAYLOAD_TOO_LARGE",
+        "message": "Request body exceeds 8 MiB",
+        "requestId": r.headers["x-request-id"],
+    }
+    r = await client.put("/api/things/avatar-sized", content=five)  # elsewhere: 1 MiB
+    assert r.status_code == 413 and r.json()["error"]["message"] == "Request body exceeds 1 MiB"

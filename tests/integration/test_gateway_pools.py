@@ -183,7 +183,7 @@ async def test_a_large_body_streams_only_after_its_first_64_kib(
     call = Call(
         gw.app,
         "PUT",
-        f"/api/profile/upload/{upload}",
+        f"/api/profile?upload={upload}",  # the one route allowed over 1 MiB (8 MiB)
         headers={"content-length": str(size)},
     )
     calls.append(call)
@@ -211,7 +211,7 @@ async def test_a_chunked_body_over_the_buffer_limit_streams(
     call = Call(
         gw.app,
         "PUT",
-        f"/api/profile/upload/{upload}",
+        f"/api/profile?upload={upload}",
         headers={"transfer-encoding": "chunked"},
     )
     calls.append(call)
@@ -224,6 +224,29 @@ async def test_a_chunked_body_over_the_buffer_limit_streams(
     call.send(b"e" * KIB, more=False)
     await call.done()
     assert call.status == 200 and f'"bytes": {256 * KIB + 1 + KIB}'.encode() in call.body
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_and_never_reaches_the_service(
+    app_client: Any, echo: EchoServer, calls: list[Call]
+) -> None:
+    """The gateway's 413 (BodyLimitMiddleware) ends the body while the proxy is still reading
+    it: the client gets its 413 and the service has received nothing at all."""
+    gw = await app_client("gateway", **urls(echo))
+    upload = uuid.uuid4().hex
+    call = Call(
+        gw.app,
+        "POST",
+        f"/api/payments/upload/{upload}",
+        headers={"transfer-encoding": "chunked"},
+    )
+    calls.append(call)
+    for _ in range(5):
+        call.send(b"z" * 256 * KIB)  # 1.25 MiB, no Content-Length
+    await call.done()
+    assert call.status == 413 and b"PAYLOAD_TOO_LARGE" in call.body
+    await asyncio.sleep(0.2)
+    assert await progress(echo, upload) == 0
+    assert gw.app.state.gateway.proxy.clients["payments"].in_flight == 0
 
 
 async def _received_at_least(echo: EchoServer, upload: str, size: int) -> bool:

@@ -49,9 +49,15 @@ async def test_every_allowed_transition_by_admin(app_client) -> None:
         changed = (await events_of(pid, ("payment.status_changed",)))[0]
         assert changed["data"] == {
             "paymentId": pid,
+            "senderId": str(alice.id),
+            "recipientId": str(bob.id),
             "oldStatus": current,
             "newStatus": target,
             "reason": f"to {target}",
+            "amount": p["amount"],
+            "currency": p["currency"],
+            "type": p["type"],
+            "updatedAt": p["updatedAt"],
         }
         assert changed["actorId"] == str(admin.id)
 

@@ -254,10 +254,23 @@ async def test_bad_bodies(app_client) -> None:  # type: ignore[no-untyped-def]
         "VALIDATION_ERROR",
     )
     _error(await client.put("/api/profile", headers=user.headers), 400, "VALIDATION_ERROR")
+    # Body limits (api-contracts §1.4, revision 2): 8 MiB for the profile update (avatar data
+    # URLs), 1 MiB everywhere else.
     big = {"bio": "x" * (1024 * 1024 + 10)}
     _error(
-        await client.put("/api/profile", json=big, headers=user.headers), 413, "PAYLOAD_TOO_LARGE"
+        await client.put("/api/profile/preferences", json=big, headers=user.headers),
+        413,
+        "PAYLOAD_TOO_LARGE",
     )
+    over_one = await client.put("/api/profile", json=big, headers=user.headers)
+    assert _error(over_one, 400, "VALIDATION_ERROR")["details"][0]["field"] == "bio"
+    huge = {"bio": "x" * (8 * 1024 * 1024 + 10)}
+    error = _error(
+        await client.patch("/api/profile", json=huge, headers=user.headers),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    assert error["message"] == "Request body exceeds 8 MiB"
 
 
 async def test_preferences_defaults_and_deep_merge(app_client) -> None:  # type: ignore[no-untyped-def]

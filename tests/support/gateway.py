@@ -6,7 +6,8 @@ routes. Run it alone: `python -m tests.support.gateway --port 5000 --name paymen
 
 Endpoints (under any `/api/<service>` prefix):
 - `.../echo...` → JSON of what arrived: method, path, raw path, query, headers, body hash
-- `.../upload/{id}`        → reads the body as a stream, recording progress at `/_progress/{id}`
+- `.../upload/{id}` (or any path with `?upload={id}`, e.g. `PUT /api/profile`, the one route
+  with an 8 MiB body limit) → reads the body as a stream, recording progress at `/_progress/{id}`
 - `.../download/{id}?size=N` → streams N bytes; after the first MiB waits for `POST /_release/{id}`
 - `.../hang`               → never answers
 - `.../hop`                → a response with hop-by-hop headers (and one named in Connection)
@@ -113,9 +114,12 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(*_json(200, {"released": True}))
         return
     action = parts[2] if len(parts) > 2 and parts[0] == "api" else ""
+    query = dict(
+        item.split("=", 1) for item in scope["query_string"].decode().split("&") if "=" in item
+    )
 
-    if action == "upload":
-        upload_id = parts[3]
+    if action == "upload" or "upload" in query:
+        upload_id = parts[3] if action == "upload" else query["upload"]
         digest = hashlib.sha256()
         total = chunks = 0
         while True:
@@ -134,9 +138,6 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if action == "download":
         download_id = parts[3]
-        query = dict(
-            item.split("=", 1) for item in scope["query_string"].decode().split("&") if "=" in item
-        )
         size = int(query.get("size", str(5 * MIB)))
         event = _release.setdefault(download_id, asyncio.Event())
         await send(
@@ -289,6 +290,19 @@ def mint_token(role: str = "CUSTOMER", user_id: uuid.UUID | None = None) -> str:
         sid=str(uuid.uuid4()),
     )
     return token
+
+
+def forget_auth_buckets() -> None:
+    """Empty the gateway's login/register/refresh buckets: e2e tests of a run register and log
+    in through gateways from the same IP."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for pattern in ("gw:rl:register:*", "gw:rl:login:*", "gw:rl:refresh:*"):
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+    client.close()
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:

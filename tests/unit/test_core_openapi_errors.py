@@ -57,16 +57,41 @@ def test_rewrite_handles_documents_without_paths() -> None:
     assert ERROR_SCHEMA_NAME in doc["components"]["schemas"]
 
 
-def test_payment_list_queries_document_exactly_what_the_parser_reads() -> None:
-    """The list query is parsed by hand (parse_list_query), so its OpenAPI parameters are
-    written out once (LIST_QUERY_DOCS); both list routes must show exactly those names."""
+# The JSON-schema keywords that state a rule; each parameter's documented schema must carry the
+# model's own (the document says exactly what QueryModel.parse enforces).
+RULE_KEYWORDS = ("type", "enum", "pattern", "minimum", "maximum", "maxLength", "default")
+
+
+def test_query_models_are_the_documented_parameters() -> None:
+    """Each list-like route documents exactly its query model: the same names, required-ness
+    and, per parameter, the rule keywords of the model's JSON schema."""
     from paysys.admin.app import create_app as admin_app
     from paysys.payments.app import create_app as payments_app
-    from paysys.payments.schemas import LIST_PARAMS
+    from paysys.payments.schemas import PaymentListQuery, RecipientsQuery, ReportQuery
 
-    for app, path in ((payments_app(), "/api/payments"), (admin_app(), "/api/admin/payments")):
-        operation = app.openapi()["paths"][path]["get"]
-        assert {p["name"] for p in operation["parameters"]} == set(LIST_PARAMS), path
+    payments_doc, admin_doc = payments_app().openapi(), admin_app().openapi()
+    routes = [
+        (payments_doc, "/api/payments", PaymentListQuery),
+        (admin_doc, "/api/admin/payments", PaymentListQuery),
+        (payments_doc, "/api/payments/recipients", RecipientsQuery),
+        (payments_doc, "/api/payments/reports", ReportQuery),
+    ]
+    for doc, path, model in routes:
+        model_schema = model.model_json_schema(by_alias=True)
+        documented = {
+            p["name"]: p for p in doc["paths"][path]["get"]["parameters"] if p["in"] == "query"
+        }
+        assert set(documented) == set(model_schema["properties"]), path
+        assert model_schema["additionalProperties"] is False  # unknown parameters → 400
+        for name, parameter in documented.items():
+            own = model_schema["properties"][name]
+            rules = {k: own[k] for k in RULE_KEYWORDS if k in own and own[k] is not None}
+            assert {k: parameter["schema"].get(k) for k in rules} == rules, (path, name)
+            assert parameter["required"] is (name in model_schema.get("required", ())), name
+            assert parameter.get("description"), (path, name)
+        # every parameter states at least one rule besides its type, except free text
+        for name, parameter in documented.items():
+            assert set(parameter["schema"]) & {"enum", "pattern", "maximum", "maxLength"}, name
 
 
 def test_one_error_envelope_schema_in_every_document_and_the_merged_one() -> None:

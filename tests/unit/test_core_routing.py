@@ -142,3 +142,34 @@ async def test_service_routes_read_json_with_the_one_reader() -> None:
     default.post("")(take)
     with pytest.raises(TypeError, match="route_class=JsonBodyRoute"):
         create_service_app("t", [default], settings=Settings(background_workers=False))
+
+
+def test_plain_route_documents_its_query_model_beside_its_own_parameters() -> None:
+    """`query=Model`: the model's parameters join the operation's; the endpoint parses with it."""
+    from typing import Annotated
+
+    from pydantic import Field
+
+    from paysys.core.querymodel import Integer, QueryModel
+
+    class Paging(QueryModel):
+        page: Annotated[int, Integer(1, 9)] = Field(1, description="page")
+
+    listing = APIRouter(prefix="/api/l")
+
+    @plain_route(
+        listing,
+        "/{group}",
+        "GET",
+        query=Paging,
+        openapi_extra={"parameters": [path_parameter("group", "The group")]},
+    )
+    async def pages(request: Request) -> Response:
+        return JSONResponse({"page": Paging.parse(request.query_params).page})
+
+    app = create_service_app("t", [listing], settings=Settings(background_workers=False))
+    parameters = app.openapi()["paths"]["/api/l/{group}"]["get"]["parameters"]
+    assert [(p["name"], p["in"]) for p in parameters] == [("group", "path"), ("page", "query")]
+    assert parameters[1] == Paging.openapi_parameters()[0]
+    plain = [route for route in listing.routes if isinstance(route, PlainRoute)]
+    assert plain[0].get_route_handler() is pages  # still no per-request machinery

@@ -129,16 +129,36 @@ def test_every_setting_reaches_the_service_and_builds_valid_settings(
     for name, value in env.items():
         if value is not None:
             monkeypatch.setenv(name, str(value))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.port == 8000 and settings.env == "development"
-    assert settings.payments_service_url == ["http://payments:8000"]
-    # ...and production mode refuses it until real secrets are passed through.
-    monkeypatch.setenv("ENV", "production")
+    # ...is production, which refuses to start until real secrets are passed through...
+    assert env["ENV"] == "production"
     with pytest.raises(ValueError, match="refusing to start in production"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+    # ...and so do the development defaults of a copied .env.example.
+    for name in SECRET_VARS - {"DATABASE_URL", "REDIS_URL"}:
+        default = Settings.model_fields[name.lower()].default
+        monkeypatch.setenv(name, default if isinstance(default, str) else "")
+    with pytest.raises(ValueError, match="development default"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
     for index, name in enumerate(sorted(SECRET_VARS - {"DATABASE_URL", "REDIS_URL"})):
-        monkeypatch.setenv(name, f"secret-{index}-" + "x" * 40)
-    assert Settings(_env_file=None).is_production  # type: ignore[call-arg]
+        if not name.endswith("_PREVIOUS"):
+            monkeypatch.setenv(name, f"secret-{index}-" + "x" * 40)
+    monkeypatch.setenv("JWT_ACCESS_SECRET_PREVIOUS", "")
+    monkeypatch.setenv("JWT_REFRESH_SECRET_PREVIOUS", "")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.is_production and settings.port == 8000
+    assert settings.payments_service_url == ["http://payments:8000"]
+
+
+def test_full_runs_in_development_only_when_asked_explicitly() -> None:
+    for service in ("migrate", *SERVICES):
+        assert compose()["services"][service]["environment"]["ENV"] == "production"
+        # a developer's .env (ENV=development) does not downgrade it...
+        assert compose({"ENV": "development"})["services"][service]["environment"]["ENV"] == (
+            "production"
+        )
+        # ...only the compose-specific opt-in does
+        opted = compose({"PAYSYS_COMPOSE_ENV": "development"})["services"][service]
+        assert opted["environment"]["ENV"] == "development"
 
 
 def test_several_payments_urls_can_be_handed_to_the_gateway(

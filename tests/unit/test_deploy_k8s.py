@@ -286,3 +286,36 @@ def test_service_urls_point_at_the_cluster_services() -> None:
         for p in ports.values()
     )
     assert K8S_VERSION.startswith("1.")
+
+
+def test_the_ingress_routes_only_the_public_paths() -> None:
+    """api-contracts §2.1: /health and /metrics stay inside the cluster; bodies up to the
+    profile route's 8 MiB pass (the gateway applies the per-route limits itself)."""
+    (ingress,) = by_kind("Ingress").values()
+    paths = {
+        (p["path"], p["pathType"], p["backend"]["service"]["name"])
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert paths == {
+        ("/api", "Prefix", "gateway"),
+        ("/ws", "Prefix", "gateway"),
+        ("/docs", "Exact", "gateway"),
+        ("/openapi.json", "Exact", "gateway"),
+    }
+    config = read_env_file(BASE / "config.env")
+    body_limit = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(body_limit.removesuffix("m")) * 1024 * 1024 == int(config["PROFILE_MAX_BODY_BYTES"])
+
+
+def test_trusted_proxies_is_the_pod_network() -> None:
+    """Behind ingress-nginx the gateway must trust the ingress pods' X-Forwarded-For (else every
+    client shares one rate-limit bucket), and the services the gateway's; both are pods."""
+    import ipaddress
+
+    config = read_env_file(BASE / "config.env")
+    networks = [ipaddress.ip_network(item) for item in config["TRUSTED_PROXIES"].split(",")]
+    assert networks == [ipaddress.ip_network("10.244.0.0/16")]
+    assert all(network.is_private for network in networks)
+    assert int(config["MAX_CONNECTIONS_PER_CLIENT"]) == 256
+    assert int(config["GATEWAY_MAX_CONNECTIONS"]) == 4096

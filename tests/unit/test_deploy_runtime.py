@@ -97,8 +97,11 @@ async def test_a_crashed_worker_is_restarted_until_stopping() -> None:
 
 
 def test_the_grace_fits_the_orchestrators_budget() -> None:
-    # uvicorn drain (10 s) + worker grace + preStop (5 s) < terminationGracePeriodSeconds (30 s)
-    assert 10 + SHUTDOWN_GRACE_SECONDS + 5 < 30
+    from paysys.gateway.realtime.service import DRAIN_TIMEOUT
+
+    # uvicorn drain (10 s) + worker grace + preStop (5 s) + the gateway's real-time drain
+    # < terminationGracePeriodSeconds (30 s)
+    assert 10 + SHUTDOWN_GRACE_SECONDS + 5 + DRAIN_TIMEOUT < 30
 
 
 async def test_server_shutdown_stops_background_intake_of_every_live_runtime() -> None:
@@ -137,3 +140,38 @@ async def test_the_draining_server_stops_workers_before_uvicorn_drains() -> None
         runtime_module._LIVE.pop(id(runtime), None)
     assert seen == [True]
     await runtime.close(grace=0.1)
+
+
+async def test_drains_run_when_shutdown_begins_before_uvicorn_closes_connections() -> None:
+    import uvicorn
+
+    from paysys.cli.serve import DrainingServer
+    from paysys.core.runtime import drain_connections, on_shutdown_drain
+
+    order: list[str] = []
+
+    async def drain() -> None:
+        order.append("drain")
+
+    async def broken() -> None:
+        raise RuntimeError("a failing drain must not stop the shutdown")
+
+    unregister = on_shutdown_drain(drain)
+    unregister_broken = on_shutdown_drain(broken)
+    server = DrainingServer(uvicorn.Config("paysys.profile.app:create_app", factory=True))
+
+    async def fake_super_shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        order.append("uvicorn")
+
+    original = uvicorn.Server.shutdown
+    uvicorn.Server.shutdown = fake_super_shutdown  # type: ignore[method-assign]
+    try:
+        await server.shutdown()
+    finally:
+        uvicorn.Server.shutdown = original  # type: ignore[method-assign]
+        unregister()
+        unregister_broken()
+    assert order == ["drain", "uvicorn"]
+    unregister()  # twice: harmless
+    await drain_connections()
+    assert order == ["drain", "uvicorn"]  # unregistered: not run again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -170,6 +171,23 @@ async def test_emit_rejects_unknown_types_and_bad_data_before_writing() -> None:
         await emit(_NoSession(), "payment.complete", {"payment": PAYMENT})  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         await emit(_NoSession(), "user.deleted", {"user": UID})  # type: ignore[arg-type]
+
+
+def test_plain_sql_rows_are_validated_like_emit() -> None:
+    """OutboxRows (the asyncpg statements' outbox rows) go through the same catalogue check."""
+    from paysys.core.events.outbox import OutboxRows
+
+    with pytest.raises(UnknownEventType):
+        OutboxRows.of([("payment.complete", {"payment": PAYMENT})], actor_id=None)
+    with pytest.raises(ValidationError):
+        OutboxRows.of([("user.deleted", {"user": UID})], actor_id=None)
+    rows = OutboxRows.of(
+        [("user.deleted", {"userId": UID}), ("user.deleted", {"userId": UID})], actor_id=None
+    )
+    assert len(set(rows.ids)) == 2 and rows.types == ["user.deleted"] * 2
+    payload = json.loads(rows.payloads[0])
+    assert payload["id"] == rows.ids[0] and payload["actorId"] is None
+    assert payload["data"] == {"userId": UID}
 
 
 # -- envelope ---------------------------------------------------------------------------------

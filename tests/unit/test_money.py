@@ -92,6 +92,9 @@ def test_json_numbers_never_become_floats() -> None:
         ("5.", "decimal number"),
         ("+5", "decimal number"),
         ("1" * 41, "must not exceed"),
+        ("\u0661\u0660\u0660", "decimal number"),  # Arabic-Indic 100: int() would read it
+        ("1\uff10", "decimal number"),  # fullwidth 0
+        ("\u00b2", "decimal number"),
     ],
 )
 def test_refused_inputs(value: object, message: str) -> None:
@@ -118,3 +121,43 @@ def test_currencies() -> None:
         with pytest.raises(MoneyError):
             parse_currency(bad)
     assert CURRENCIES["JPY"] == 0 and CURRENCIES["BHD"] == 3 and CURRENCIES["EUR"] == 2
+
+
+# -- face values (amounts compared across currencies) -------------------------------------------
+
+
+@given(codes, st.data())
+def test_face_units_are_exact_for_every_currency(currency: str, data: st.DataObject) -> None:
+    """A bound without a currency and a row's amount meet in the same integer units: a row is
+    within `minAmount=X` exactly when its face value is ≥ X."""
+    minor = data.draw(st.integers(min_value=1, max_value=max_minor(currency)))
+    face = format_minor(minor, currency)
+    units = money.parse_face_units(face)
+    assert units == minor * 10 ** (money.FACE_DIGITS - CURRENCIES[currency])
+    assert Decimal(units).scaleb(-money.FACE_DIGITS) == money.to_decimal(minor, currency)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "greater than 0"),
+        ("0.0000", "greater than 0"),
+        ("100000000.0001", "must not exceed 100000000"),
+        ("1.00001", "at most 4 decimal places"),
+        ("-1", "greater than 0"),
+        ("1e3", "exponent"),
+    ],
+)
+def test_face_unit_bounds_refused(value: str, message: str) -> None:
+    with pytest.raises(MoneyError, match=message):
+        money.parse_face_units(value)
+
+
+def test_face_values_and_their_sql() -> None:
+    assert money.parse_face_units("100000000") == 100_000_000 * 10**money.FACE_DIGITS
+    assert money.parse_face_value("12.5", 2) == Decimal("12.50")
+    assert money.parse_face_value(7, 2) == Decimal("7.00")
+    sql = money.face_units_sql("p.amount", "p.currency")
+    assert sql.startswith("(p.amount * (CASE ") and sql.endswith("ELSE 100 END))")
+    assert "WHEN p.currency IN ('BIF', 'CLP'," in sql and "THEN 10000" in sql
+    assert money.face_units_sql("p.amount", "p.currency") is sql  # built once

@@ -34,7 +34,7 @@ from paysys.core.routing import JsonBodyRoute
 from paysys.core.security import AdminUser
 from paysys.payments import service as payments_service
 from paysys.payments.db import connect, dumps
-from paysys.payments.schemas import LIST_QUERY_DOCS, parse_list_query
+from paysys.payments.schemas import PaymentListQuery
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=JsonBodyRoute)
 
@@ -197,10 +197,10 @@ async def delete_user(
 @router.get(
     "/payments",
     summary="All payments (the filters, sorts and pagination of GET /api/payments)",
-    openapi_extra={"parameters": LIST_QUERY_DOCS},
+    openapi_extra={"parameters": PaymentListQuery.openapi_parameters()},
 )
 async def list_payments(request: Request, admin: AdminUser) -> Response:
-    query = parse_list_query(request.query_params)
+    query = PaymentListQuery.parse(request.query_params).to_list_query()
     async with connect(request.app.state.runtime.engine) as conn:
         items, total = await payments_service.list_payments(conn, query, None)
     body = ok(page_of("payments", items, page=query.page, limit=query.limit, total=total))

@@ -2,7 +2,9 @@
 
 `record_audit(session, event)` is the admin consumer's handler for every event type: it runs in
 the consumer's transaction and inserts one row keyed by the event id (`ON CONFLICT DO NOTHING`),
-so a redelivered event changes nothing even without the consumer's own bookkeeping.
+so a redelivered event changes nothing even without the consumer's own bookkeeping. The
+mapping of an event to its action, resource and actor is `paysys.core.events.audit` (the
+gateway's real-time `admin:audit-created` messages use the same one).
 """
 
 from __future__ import annotations
@@ -17,108 +19,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.admin.models import AuditLog
+from paysys.core.events.audit import ACTIONS, RESOURCE_TYPES, AuditEntry, classify
 from paysys.core.events.envelope import EventEnvelope
 from paysys.core.timefmt import iso_or_none
 from paysys.users.models import User
-
-# The UPPER_SNAKE actions of api-contracts §5, in the contract's order.
-ACTIONS: tuple[str, ...] = (
-    "USER_REGISTERED",
-    "USER_CREATED",
-    "USER_UPDATED",
-    "USER_ROLE_CHANGED",
-    "USER_STATUS_CHANGED",
-    "USER_DELETED",
-    "USER_LOGIN",
-    "USER_LOGIN_FAILED",
-    "USER_LOGOUT",
-    "USER_PASSWORD_CHANGED",
-    "PAYMENT_CREATED",
-    "PAYMENT_STATUS_CHANGED",
-    "PAYMENT_COMPLETED",
-    "PAYMENT_FAILED",
-    "PAYMENT_CANCELLED",
-    "PROFILE_UPDATED",
-    "SYSTEM_CONFIG_CHANGED",
-)
-
-RESOURCE_TYPES: tuple[str, ...] = ("user", "payment", "profile", "config")
-
-# event type → (action, resource type, data key holding the resource id)
-_MAPPING: dict[str, tuple[str, str, str | None]] = {
-    "user.updated": ("USER_UPDATED", "user", "user.id"),
-    "user.role_changed": ("USER_ROLE_CHANGED", "user", "userId"),
-    "user.status_changed": ("USER_STATUS_CHANGED", "user", "userId"),
-    "user.deleted": ("USER_DELETED", "user", "userId"),
-    "user.logged_in": ("USER_LOGIN", "user", "userId"),
-    "user.logged_out": ("USER_LOGOUT", "user", "userId"),
-    "user.login_failed": ("USER_LOGIN_FAILED", "user", None),
-    "user.password_changed": ("USER_PASSWORD_CHANGED", "user", "userId"),
-    "payment.created": ("PAYMENT_CREATED", "payment", "payment.id"),
-    "payment.status_changed": ("PAYMENT_STATUS_CHANGED", "payment", "paymentId"),
-    "payment.completed": ("PAYMENT_COMPLETED", "payment", "payment.id"),
-    "payment.failed": ("PAYMENT_FAILED", "payment", "payment.id"),
-    "payment.cancelled": ("PAYMENT_CANCELLED", "payment", "payment.id"),
-    "profile.updated": ("PROFILE_UPDATED", "profile", "userId"),
-    "config.updated": ("SYSTEM_CONFIG_CHANGED", "config", "key"),
-}
-
-# Events a user causes about themselves: without an explicit actor, the user is the actor.
-_SELF_ACTED = {
-    "user.logged_in",
-    "user.logged_out",
-    "user.password_changed",
-    "profile.updated",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    action: str
-    resource_type: str | None
-    resource_id: str | None
-    actor_id: uuid.UUID | None
-
-
-def _dig(data: dict[str, Any], path: str) -> Any:
-    value: Any = data
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _uuid(value: Any) -> uuid.UUID | None:
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
-def classify(event: EventEnvelope) -> AuditEntry:
-    """The audit action, resource and actor of one event."""
-    data = event.data
-    actor = _uuid(event.actor_id)
-    if event.type == "user.created":
-        via = data.get("via")
-        user_id = _dig(data, "user.id")
-        action = "USER_CREATED" if via == "admin" else "USER_REGISTERED"
-        if actor is None and via != "admin":
-            actor = _uuid(user_id)
-        return AuditEntry(action, "user", str(user_id) if user_id else None, actor)
-    mapped = _MAPPING.get(event.type)
-    if mapped is None:
-        # An event type newer than this consumer: still one row, nothing lost.
-        action = event.type.replace(".", "_").replace("-", "_").upper()
-        return AuditEntry(action, event.type.split(".", 1)[0] or None, None, actor)
-    action, resource_type, id_path = mapped
-    resource = _dig(data, id_path) if id_path else None
-    if actor is None and event.type in _SELF_ACTED:
-        actor = _uuid(resource)
-    return AuditEntry(action, resource_type, str(resource) if resource else None, actor)
 
 
 def _client_info(event: EventEnvelope) -> tuple[str | None, str | None]:
@@ -248,3 +152,17 @@ async def known_actions(session: AsyncSession) -> list[str]:
     recorded = (await session.scalars(select(AuditLog.action).distinct())).all()
     extra = sorted(set(recorded) - set(ACTIONS))
     return [*ACTIONS, *extra]
+
+
+__all__ = [
+    "ACTIONS",
+    "RESOURCE_TYPES",
+    "AuditEntry",
+    "AuditFilters",
+    "audit_json",
+    "classify",
+    "known_actions",
+    "list_audit_logs",
+    "page_statement",
+    "record_audit",
+]

@@ -375,6 +375,7 @@ async def logout(
     (it must be the caller's). `allSessions`: end all of them. The presented access token
     is revoked in every case."""
     ended: list[uuid.UUID] = []
+    target: uuid.UUID | None = None  # the one session this logout ends
     if all_sessions:
         # Every token of the user issued until now dies: the per-user "not before" mark, which
         # the gateway checks at the edge too, plus every session's revoked flag.
@@ -402,12 +403,10 @@ async def logout(
         )
         .on_conflict_do_nothing()
     )
-    await emit(
-        session,
-        "user.logged_out",
-        {"userId": str(principal.id), "allSessions": all_sessions},
-        actor_id=principal.id,
-    )
+    logged_out: dict[str, Any] = {"userId": str(principal.id), "allSessions": all_sessions}
+    if target is not None:
+        logged_out["sessionId"] = str(target)
+    await emit(session, "user.logged_out", logged_out, actor_id=principal.id)
     await session.flush()
     await _mark_sessions_revoked(redis, ended, codec, principal)
     await session.commit()

@@ -20,7 +20,11 @@ app = typer_app(help="Checks against running services.", no_args_is_help=True)
 
 
 def probe(name: str, base_url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """GET /health/ready of one service → {service, url, healthy, status, detail, latencyMs}."""
+    """GET /health/ready of one service → {service, url, healthy, status, detail, latencyMs}.
+
+    Healthy means ready, exactly as a Kubernetes readiness probe decides (HTTP 200): a service
+    with Redis down is `degraded` and still ready; only 503 `not_ready` (its database down) or
+    no answer is not."""
     url = base_url.rstrip("/") + "/health/ready"
     try:
         response = httpx.get(url, timeout=timeout)
@@ -66,7 +70,7 @@ def probe_all(settings: Settings, names: list[str]) -> list[dict[str, Any]]:
 def health(
     service: str = typer.Argument(None, help=f"One of {', '.join(SERVICES)} (default: all)"),
 ) -> None:
-    """Call /health/ready of each service; exits 1 if any is not ready."""
+    """Call /health/ready of each service; exits 1 if any is not ready (degraded is ready)."""
     if service is not None and service not in SERVICES:
         console.print(f"[red]unknown service {service!r}[/red]; choose from {', '.join(SERVICES)}")
         raise typer.Exit(2)
@@ -76,7 +80,9 @@ def health(
     for column in ("service", "url", "status", "latency ms", "detail"):
         table.add_column(column)
     for row in results:
-        colour = "green" if row["healthy"] else "red"
+        colour = (
+            "red" if not row["healthy"] else ("yellow" if row["status"] == "degraded" else "green")
+        )
         latency = "-" if row["latencyMs"] is None else str(row["latencyMs"])
         table.add_row(
             row["service"],
@@ -87,6 +93,9 @@ def health(
         )
     console.print(table)
     healthy = sum(1 for row in results if row["healthy"])
-    console.print(f"{healthy}/{len(results)} healthy")
+    degraded = sum(1 for row in results if row["healthy"] and row["status"] == "degraded")
+    console.print(
+        f"{healthy}/{len(results)} healthy" + (f", {degraded} degraded" if degraded else "")
+    )
     if healthy != len(results):
         raise typer.Exit(1)

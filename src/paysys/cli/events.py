@@ -35,6 +35,19 @@ def format_event(event: dict[str, Any]) -> str:
     )
 
 
+def socket_view(user_id: str, role: str) -> Any:
+    """event envelope → the real-time messages (api-contracts §9.2) a WebSocket of this user
+    would receive, one JSON text each: the gateway's own mapping and room rules."""
+    from paysys.gateway.realtime.messages import map_event, rooms_for
+
+    rooms = set(rooms_for(user_id, role))
+
+    def view(event: dict[str, Any]) -> list[str]:
+        return [out.text for out in map_event(event) if rooms.intersection(out.rooms)]
+
+    return view
+
+
 async def tail_events(
     settings: Settings,
     types: list[str] | None,
@@ -42,8 +55,11 @@ async def tail_events(
     raw_json: bool = False,
     count: int | None = None,
     out: Any = None,
+    view: Any = None,
 ) -> int:
-    """Print events from Pub/Sub `events.<type>` as they are published (reconnects on loss)."""
+    """Print events from Pub/Sub `events.<type>` as they are published (reconnects on loss).
+    With `view` (see `socket_view`), print what it makes of each event instead (events it
+    makes nothing of are skipped; `count` counts the events seen)."""
     from redis.asyncio import Redis
 
     from paysys.core.events.transport import REDIS_DOWN, Backoff
@@ -68,8 +84,14 @@ async def tail_events(
                     event = json.loads(raw)
                 except (TypeError, ValueError):
                     event = {"type": message.get("channel"), "data": raw}
-                line = json.dumps(event, ensure_ascii=False) if raw_json else format_event(event)
-                print(line, file=out, flush=True)
+                if view is not None:
+                    for line in view(event) if isinstance(event, dict) else ():
+                        print(line, file=out, flush=True)
+                else:
+                    line = (
+                        json.dumps(event, ensure_ascii=False) if raw_json else format_event(event)
+                    )
+                    print(line, file=out, flush=True)
                 seen += 1
         except REDIS_DOWN as exc:
             print(f"redis unavailable ({exc}); retrying", file=sys.stderr, flush=True)
@@ -90,10 +112,30 @@ def tail(
     ),
     raw_json: bool = typer.Option(False, "--json", help="One JSON envelope per line"),
     count: int | None = typer.Option(None, "--count", "-n", help="Exit after N events"),
+    as_user: str | None = typer.Option(
+        None,
+        "--as-user",
+        help="Show instead what this user's WebSocket (/ws) would receive: the gateway's "
+        "messages, one JSON per line",
+    ),
+    role: str = typer.Option(
+        "CUSTOMER", "--role", help="That user's role (with --as-user): CUSTOMER, VENDOR, ADMIN"
+    ),
 ) -> None:
     """Print live events from Redis Pub/Sub `events.*` (Ctrl-C to stop)."""
+    view = None
+    if as_user is not None:
+        import uuid
+
+        try:
+            user_id = str(uuid.UUID(as_user))
+        except ValueError:
+            raise typer.BadParameter("must be a user id (UUID)", param_hint="--as-user") from None
+        if role.upper() not in ("CUSTOMER", "VENDOR", "ADMIN"):
+            raise typer.BadParameter("CUSTOMER, VENDOR or ADMIN", param_hint="--role")
+        view = socket_view(user_id, role.upper())
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail_events(get_settings(), types, raw_json=raw_json, count=count))
+        asyncio.run(tail_events(get_settings(), types, raw_json=raw_json, count=count, view=view))
 
 
 async def _status(settings: Settings) -> dict[str, Any]:

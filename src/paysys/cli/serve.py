@@ -17,8 +17,10 @@ import uvicorn
 
 import paysys
 from paysys import SERVICES
-from paysys.core.runtime import stop_background_work
-from paysys.core.serving import CoalescingHttpToolsProtocol
+from paysys.core.config import Settings, get_settings
+from paysys.core.edgelimits import EdgeLimits
+from paysys.core.runtime import drain_connections, stop_background_work
+from paysys.core.serving import CoalescingHttpToolsProtocol, TerminatingWebSocketProtocol
 
 PACKAGE_DIR = Path(paysys.__file__).parent
 
@@ -54,14 +56,32 @@ def run(
         DrainingServer(uvicorn.Config(app, **options)).run()
 
 
-def server_options(host: str, port: int) -> dict[str, Any]:
-    """How every paysys process is served (uvicorn options)."""
+def server_options(host: str, port: int, settings: Settings | None = None) -> dict[str, Any]:
+    """How every paysys process is served (uvicorn options), with the limits of api-contracts
+    §2.1: uvicorn's own idle keep-alive timeout and process-wide cap (`limit_concurrency`, +1
+    because uvicorn counts the connection asking), the rest in the protocol (`core.serving`).
+    WebSockets (the gateway's `/ws`, api-contracts §9) use uvicorn's websockets-sansio protocol
+    with the §9.5 heartbeat and idle rules, no compression, and a 4 KiB inbound message limit
+    (larger → close 1009)."""
+    # httptools, one send() per response, deadlines, header size, per-client cap. The class
+    # itself reads get_settings() (importable by name: reload mode pickles it).
+    protocol = CoalescingHttpToolsProtocol
+    if settings is not None:
+        protocol = protocol.configured(EdgeLimits.from_settings(settings))
+    settings = settings or get_settings()
     return {
         "factory": True,
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": CoalescingHttpToolsProtocol,  # httptools, one send() per response
+        "http": protocol,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "limit_concurrency": settings.gateway_max_connections + 1,
+        "ws": TerminatingWebSocketProtocol,
+        "ws_ping_interval": settings.ws_ping_interval,
+        "ws_ping_timeout": settings.ws_pong_timeout,
+        "ws_per_message_deflate": False,
+        "ws_max_size": 4096,
         "log_level": os.environ.get("UVICORN_LOG_LEVEL", "warning"),
         "access_log": False,
         "proxy_headers": False,  # the gateway decides which X-Forwarded-For to trust
@@ -75,10 +95,13 @@ class DrainingServer(uvicorn.Server):
     taking new work and hand back what they hold (Runtime.stopping), while in-flight requests
     drain. Another replica picks the work up at once instead of this one claiming jobs it can
     no longer finish (e.g. the payment processor reports through this server's own port,
-    already closed)."""
+    already closed). Long-lived connections (the gateway's WebSockets and event streams) are
+    closed by their owner first (`drain_connections`: WebSockets with 1001 "going away",
+    api-contracts §9.6), before uvicorn would close them its own way."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         stop_background_work()
+        await drain_connections()
         await super().shutdown(sockets)
 
 

@@ -59,14 +59,15 @@ def normalise(value: str) -> str | None:
 
 @lru_cache(maxsize=4096)
 def client_key(ip: str) -> str:
-    """The identity per-client limits count under: IPv4 as is, IPv6 by its /64."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    """The identity per-client limits count under: IPv4 as is (an IPv4-mapped IPv6 peer of a
+    dual-stack socket is its IPv4 address), IPv6 by its /64."""
+    normal = normalise(ip)
+    if normal is None:
         return ip
+    address = ipaddress.ip_address(normal)
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return ip
+    return normal
 
 
 class Forwarded(NamedTuple):

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     cors_origins: CsvList = [f"http://localhost:{port}" for port in range(4200, 4205)]
     trusted_proxies: CsvList = []
     max_body_bytes: int = 1024 * 1024
+    # PUT/PATCH /api/profile carry avatar data URLs (api-contracts §6): their own, larger limit.
+    profile_max_body_bytes: int = 8 * 1024 * 1024
+    # Every process's HTTP server (api-contracts §2.1; core.serving): absolute deadlines for
+    # the request line + headers and for the whole body (→ 408), the header block's size
+    # (→ 431), idle keep-alive, open connections per client IP (IPv6 per /64; peers in
+    # TRUSTED_PROXIES are not capped) and per process (→ 503).
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 30.0
+    max_header_bytes: int = 16 * 1024
+    keep_alive_timeout: float = 5.0
+    max_connections_per_client: int = 256
+    gateway_max_connections: int = 4096
 
     rate_limit_max: int = 300
     rate_limit_window: int = 60
@@ -118,6 +130,14 @@ class Settings(BaseSettings):
     max_in_flight_per_client: int = Field(default=64, ge=1)
     upstream_probe_interval: float = 5.0
     openapi_cache_ttl: float = 30.0
+    # Real-time updates at the gateway (api-contracts §9, docs/gateway.md): WebSocket ping
+    # interval, pong timeout and idle timeout (seconds), connection caps per user (all
+    # replicas, WebSocket + SSE) and per process.
+    ws_ping_interval: float = 30.0
+    ws_pong_timeout: float = 10.0
+    ws_idle_timeout: float = 90.0
+    realtime_max_connections_per_user: int = 10
+    realtime_max_connections: int = 10_000
 
     psp_webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     payments_processor: Literal["simulated", "none"] = "simulated"
@@ -133,6 +153,8 @@ class Settings(BaseSettings):
     studio_session_secret: str = DEFAULT_ADMIN_SESSION_SECRET
     background_workers: bool = True
     health_timeout: float = 2.0
+    # Readiness/health results are shared for this long (one probe per dependency per period).
+    health_cache_seconds: float = 1.0
 
     # Event hub (docs/event-hub.md): relay, consumers, dead letters, outbox retention.
     events_stream_maxlen: int = 100_000

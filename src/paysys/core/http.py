@@ -20,11 +20,12 @@ from paysys import __version__
 from paysys.core.clientip import TrustedProxies
 from paysys.core.config import Settings, get_settings
 from paysys.core.context import set_service_name
+from paysys.core.docs import docs_route
 from paysys.core.envelope import error_body
 from paysys.core.errors import STATUS_BY_CODE, AppError, NotFound
 from paysys.core.events.consumer import EventHandlers
 from paysys.core.events.relay import run_relay
-from paysys.core.health import HealthChecks
+from paysys.core.health import Check, HealthChecks
 from paysys.core.jsonbody import INVALID_JSON_MESSAGE
 from paysys.core.logging import configure_logging
 from paysys.core.metrics import metrics_endpoint
@@ -33,6 +34,8 @@ from paysys.core.middleware import (
     CatchAllMiddleware,
     CORSMiddleware,
     RequestContextMiddleware,
+    TrailingSlashMiddleware,
+    route_body_limits,
 )
 from paysys.core.openapi import install_error_docs
 from paysys.core.revocation import db_revocation_fallback
@@ -53,7 +56,6 @@ _CODE_BY_STATUS = {
 _MESSAGE_BY_STATUS = {
     404: "Route not found",
     405: "Method not allowed",
-    413: "Request body exceeds 1 MiB",
 }
 
 
@@ -128,7 +130,13 @@ def parse_uuid(value: str, code: str = "NOT_FOUND", message: str = "Not found") 
         raise NotFound(code, message) from None
 
 
-def database_checks(runtime_getter: Callable[[], Runtime]) -> dict[str, Any]:
+def database_checks(
+    runtime_getter: Callable[[], Runtime],
+) -> tuple[dict[str, Check], dict[str, Check]]:
+    """→ (required, optional) readiness checks of a service (api-contracts §7): without its
+    database a service cannot serve; without Redis it still does (limits fail open, revocation
+    falls back to the database), so Redis down is `degraded`, not unready."""
+
     async def database() -> None:
         async with runtime_getter().engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -136,7 +144,7 @@ def database_checks(runtime_getter: Callable[[], Runtime]) -> dict[str, Any]:
     async def redis() -> None:
         await runtime_getter().redis.ping()
 
-    return {"database": database, "redis": redis}
+    return {"database": database}, {"redis": redis}
 
 
 def check_route_classes(router: APIRouter) -> None:
@@ -196,8 +204,9 @@ def create_service_app(
         description=description,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # core.docs: pinned Swagger UI assets
         redoc_url=None,
+        redirect_slashes=False,  # a redirect would name this service's address (§2.1)
     )
     install_error_docs(app)  # the real 400 instead of FastAPI's 422, error envelope documented
     app.state.settings = settings
@@ -209,20 +218,29 @@ def create_service_app(
     app.router.route_class = JsonBodyRoute
     # One TRUSTED_PROXIES rule for the request context (logs) and `core.clientip.client_ip`.
     app.state.trusted_proxies = proxies = TrustedProxies(settings.trusted_proxies)
+    required, optional = database_checks(lambda: app.state.runtime)
     health = HealthChecks(
         service,
         timeout=settings.health_timeout,
-        required=database_checks(lambda: app.state.runtime),
+        required=required,
+        optional=optional,
+        cache_seconds=settings.health_cache_seconds,
     )
     app.state.health = health
     for route in health.routes():
         app.router.routes.append(route)
     app.router.routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    app.router.routes.append(Route("/docs", docs_route(app.title), methods=["GET"]))
     for router in routers:
         check_route_classes(router)
         app.include_router(router)
     # Added innermost first; RequestContext ends up outermost.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TrailingSlashMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        routes=route_body_limits(settings.profile_max_body_bytes),
+    )
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, service=service, proxies=proxies)

@@ -2,8 +2,8 @@
 
 Pure ASGI (not BaseHTTPMiddleware) so bodies keep streaming and the hot path stays cheap.
 Order, outermost first: RequestContext (request id, client IP, security headers, access log,
-metrics) → CORS → BodyLimit → the app. Being outermost, RequestContext and CORS decorate
-every response, the errors made by inner layers included.
+metrics) → CORS → CatchAll → BodyLimit → TrailingSlash → the app. Being outermost,
+RequestContext and CORS decorate every response, the errors made by inner layers included.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paysys.core.clientip import UNKNOWN_PEER, TrustedProxies, resolve_scope
 from paysys.core.context import client_ip_var, request_id_var, user_agent_var
+from paysys.core.docs import SWAGGER_UI_BASE
 from paysys.core.envelope import error_bytes
 from paysys.core.logging import get_logger
 from paysys.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -33,12 +34,13 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cache-control", b"no-store"),
 ]
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
-# Swagger UI needs its script, styles and images; still no framing, no plugins.
+# Swagger UI needs its script, styles and images (the pinned version only, with SRI hashes:
+# core.docs); still no framing, no plugins.
 DOCS_CSP = (
-    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
-    b"connect-src 'self'; frame-ancestors 'none'; object-src 'none'"
-)
+    f"default-src 'self'; script-src 'self' 'unsafe-inline' {SWAGGER_UI_BASE}/; "
+    f"style-src 'self' 'unsafe-inline' {SWAGGER_UI_BASE}/; img-src 'self' data: https:; "
+    "connect-src 'self'; frame-ancestors 'none'; object-src 'none'"
+).encode()
 
 log = get_logger("paysys.http")
 
@@ -91,7 +93,9 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k not in _OWNED_HEADERS]
                 headers.append((b"x-request-id", rid.encode()))
-                headers.extend(SECURITY_HEADERS)
+                # `no-store` unless the response chose its own (SSE: `no-cache, no-transform`).
+                own_cache = any(k == b"cache-control" for k, _ in headers)
+                headers.extend(_NO_CACHE_HEADERS if own_cache else SECURITY_HEADERS)
                 headers.append((b"content-security-policy", csp))
                 message["headers"] = headers
             await send(message)
@@ -117,8 +121,9 @@ class RequestContextMiddleware:
 _OWNED_HEADERS = {
     b"x-request-id",
     b"content-security-policy",
-    *(name for name, _ in SECURITY_HEADERS),
+    *(name for name, _ in SECURITY_HEADERS if name != b"cache-control"),
 }
+_NO_CACHE_HEADERS = [(k, v) for k, v in SECURITY_HEADERS if k != b"cache-control"]
 
 
 def _route_label(scope: Scope) -> str:
@@ -188,41 +193,125 @@ class CORSMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
-class BodyLimitMiddleware:
-    """413 PAYLOAD_TOO_LARGE for bodies over the limit, declared or streamed."""
+MIB = 1024 * 1024
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def route_body_limits(profile_max_bytes: int) -> dict[tuple[str, str], int]:
+    """Routes whose body limit differs from MAX_BODY_BYTES: the profile update carries avatar
+    data URLs (api-contracts §6). One table for the gateway and the services."""
+    return {(method, "/api/profile"): profile_max_bytes for method in ("PUT", "PATCH")}
+
+
+class BodyLimitMiddleware:
+    """413 PAYLOAD_TOO_LARGE for bodies over the route's limit, declared or streamed.
+
+    A declared `Content-Length` over the limit is answered before the app runs (one within it
+    passes untouched: the server delivers exactly that many bytes). A chunked body that passes
+    the limit raises `BodyTooLarge` from `receive` (the app's HTTPException handler
+    answers), or, with `disconnect=True` (the gateway, whose proxy may already be forwarding),
+    is answered here while the app sees the client disconnect and its own answer is dropped.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        routes: dict[tuple[str, str], int] | None = None,
+        disconnect: bool = False,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = routes or {}
+        self.disconnect = disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, 413, "PAYLOAD_TOO_LARGE", "Request body exceeds 1 MiB")
+        declared: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:
+            await self.app(scope, receive, send)  # no body
+            return
+        limit = self.max_bytes
+        if self.routes:
+            path = scope["path"]
+            key = (scope["method"], path[:-1] if path.endswith("/") and len(path) > 1 else path)
+            limit = self.routes.get(key, limit)
+        message = f"Request body exceeds {_size(limit)}"
+        if not chunked and declared is not None:
+            if declared.isdigit() and int(declared) > limit:
+                await send_error(send, 413, "PAYLOAD_TOO_LARGE", message)
+                return
+            # The server's parser delivers exactly Content-Length bytes: nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # An HTTPException: the app's HTTPException handler answers the 413 envelope.
-                    raise BodyTooLarge()
-            return message
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message_in = await receive()
+            if message_in["type"] == "http.request":
+                received += len(message_in.get("body", b""))
+                if received > limit:
+                    if not self.disconnect:
+                        # An HTTPException: the app's HTTPException handler answers the 413.
+                        raise BodyTooLarge(message)
+                    answered = True
+                    if not started:
+                        await send_error(send, 413, "PAYLOAD_TOO_LARGE", message)
+                    return {"type": "http.disconnect"}
+            return message_in
 
-        await self.app(scope, limited_receive, send)
+        started = False
+
+        async def tracked_send(message_out: Message) -> None:
+            nonlocal started
+            if answered:
+                return  # the 413 went out instead
+            if message_out["type"] == "http.response.start":
+                started = True
+            await send(message_out)
+
+        await self.app(scope, limited_receive, tracked_send if self.disconnect else send)
+
+
+def _size(limit: int) -> str:
+    return f"{limit // MIB} MiB" if limit % MIB == 0 else f"{limit} bytes"
 
 
 class BodyTooLarge(HTTPException):
     """An HTTPException so FastAPI's body parsing re-raises it to the error handler."""
 
-    def __init__(self) -> None:
-        super().__init__(status_code=413, detail="Request body exceeds 1 MiB")
+    def __init__(self, message: str = "Request body exceeds 1 MiB") -> None:
+        super().__init__(status_code=413, detail=message)
+
+
+class TrailingSlashMiddleware:
+    """`/api/x/` is served exactly like `/api/x` (one trailing slash removed, in `path` and
+    `raw_path`), so no router ever answers with a redirect: FastAPI's `redirect_slashes` would
+    send a 307 naming the service's own address (api-contracts §2.1)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/") and scope["type"] in ("http", "websocket"):
+            raw = scope.get("raw_path")
+            if raw is None or raw.endswith(b"/"):  # in place: outer layers read the route
+                scope["path"] = path[:-1]
+                if raw is not None:
+                    scope["raw_path"] = raw[:-1]
+        await self.app(scope, receive, send)
 
 
 async def send_error(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 # ISO 4217 active alphabetic codes → number of minor-unit digits (list of 2024, with XCG of
@@ -46,7 +47,8 @@ MAX_DIGITS = max(CURRENCIES.values())
 
 # The largest amount accepted, in the currency's own units (api-contracts §1.3: 100000000.00).
 MAX_MAJOR = 100_000_000
-_DECIMAL_RE = re.compile(r"^(\d+)(?:\.(\d+))?$")
+# ASCII digits only: `\d` would also take Arabic-Indic digits, which int() reads as ASCII ones.
+_DECIMAL_RE = re.compile(r"^([0-9]+)(?:\.([0-9]+))?$")
 _MAX_TEXT = 40  # longer inputs are refused before any conversion (no giant-int parsing)
 
 
@@ -129,7 +131,7 @@ def parse_decimal(value: Any, digits: int, *, label: str = "") -> tuple[int, int
         raise MoneyError("must be a finite number")
     match = _DECIMAL_RE.match(text)
     if not match:
-        if "e" in lowered and re.match(r"^[+-]?[\d.]+e[+-]?\d+$", lowered):
+        if "e" in lowered and re.match(r"^[+-]?[0-9.]+e[+-]?[0-9]+$", lowered):
             raise MoneyError("must not use exponent notation")
         raise MoneyError("must be a decimal number")
     whole, frac = match.group(1), match.group(2) or ""
@@ -176,3 +178,45 @@ def face_value_minor(value: Decimal, currency: str, *, round_up: bool) -> int:
     if round_up and scaled > whole:
         whole += 1
     return whole
+
+
+# --- face values: amounts compared across currencies -------------------------------------------
+# A bound given without a currency (the payments list's `minAmount`/`maxAmount`) is a face value,
+# compared with each row in that row's own currency. Both sides are counted in 1/10^FACE_DIGITS
+# of a unit (FACE_DIGITS: the most minor-unit digits any currency has), in which every amount of
+# every currency is an exact integer: no rounding, no floats, in Python or in SQL.
+FACE_DIGITS = MAX_DIGITS
+
+
+def parse_face_value(value: Any, digits: int) -> Decimal:
+    """A non-negative decimal literal with at most `digits` decimals → its exact value
+    (the rules of `parse_decimal`; callers check the range they need)."""
+    whole, frac = parse_decimal(value, digits)
+    return Decimal(whole) + Decimal(frac).scaleb(-digits)
+
+
+def parse_face_units(value: Any) -> int:
+    """A face value given without a currency → 1/10^FACE_DIGITS units; > 0 and at most
+    MAX_MAJOR, with at most FACE_DIGITS decimals."""
+    units = int(parse_face_value(value, FACE_DIGITS).scaleb(FACE_DIGITS))
+    if units <= 0:
+        raise MoneyError("must be greater than 0")
+    if units > MAX_MAJOR * 10**FACE_DIGITS:
+        raise MoneyError(f"must not exceed {MAX_MAJOR}")
+    return units
+
+
+@cache
+def face_units_sql(amount: str, currency: str) -> str:
+    """SQL for a row's amount in 1/10^FACE_DIGITS face units: `amount` (minor units) times
+    10^(FACE_DIGITS - digits of the row's `currency`), an exact BIGINT (at most 10^12)."""
+    by_digits: dict[int, list[str]] = {}
+    for code, digits in CURRENCIES.items():
+        by_digits.setdefault(digits, []).append(code)
+    arms = " ".join(
+        f"WHEN {currency} IN ({', '.join(repr(c) for c in sorted(codes))}) "
+        f"THEN {10 ** (FACE_DIGITS - digits)}"
+        for digits, codes in sorted(by_digits.items())
+        if digits != 2
+    )
+    return f"({amount} * (CASE {arms} ELSE {10 ** (FACE_DIGITS - 2)} END))"

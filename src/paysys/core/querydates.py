@@ -13,9 +13,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from paysys.core.errors import ValidationFailed
+from paysys.core.querymodel import Matching
 
 _PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_MESSAGE = "must be an ISO-8601 date or date-time"
+# A date parameter of a query model (core.querymodel): the shapes `_parse` reads, in ASCII.
+QUERY_DATE = Matching(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}.*)?$", _MESSAGE, max_length=40
+)
+DATE_DESCRIPTION = (
+    "ISO-8601 date (YYYY-MM-DD) or date-time (no offset: UTC), a real calendar date between "
+    "the years 1900 and 9998"
+)
 _MICRO = timedelta(microseconds=1)
 _MIN_YEAR, _MAX_YEAR = 1900, 9998
 
@@ -33,7 +43,7 @@ class DateRange:
 def _parse(value: str, field: str, *, end: bool) -> datetime:
     text = value.strip()
     if len(text) > 40:
-        raise ValidationFailed(field, "must be an ISO-8601 date or date-time")
+        raise ValidationFailed(field, _MESSAGE)
     try:
         if _PLAIN_DATE.match(text):
             day = date.fromisoformat(text)
@@ -48,7 +58,7 @@ def _parse(value: str, field: str, *, end: bool) -> datetime:
         else:
             raise ValueError(text)
     except (ValueError, OverflowError):
-        raise ValidationFailed(field, "must be an ISO-8601 date or date-time") from None
+        raise ValidationFailed(field, _MESSAGE) from None
     if not _MIN_YEAR <= result.year <= _MAX_YEAR:
         raise ValidationFailed(field, f"must be between years {_MIN_YEAR} and {_MAX_YEAR}")
     return result

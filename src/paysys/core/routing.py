@@ -9,10 +9,11 @@ Plain routes serve the hot paths, documented by FastAPI but without its per-requ
 A FastAPI route resolves its dependencies, validates its parameters and serialises its answer
 on every request; for a one-query endpoint that machinery costs more CPU than the work itself
 (docs/benchmarks.md: ~70 µs of ~530 µs per payments GET). A plain route keeps what FastAPI
-gives at build time (the OpenAPI operation: summary, responses, `openapi_extra`) and at run
-time calls the endpoint with the `Request` alone: the endpoint authenticates and parses for
-itself (a body with `core.jsonbody.read_json`) and returns a `Response`. Errors it raises
-take the usual path (`AppError` → the one handler in `core.http`).
+gives at build time (the OpenAPI operation: summary, responses, `openapi_extra`, and the
+parameters of its query model) and at run time calls the endpoint with the `Request` alone: the
+endpoint authenticates and parses for itself (its query with `QueryModel.parse`, the same model
+that documents it; a body with `core.jsonbody.read_json`), and returns a `Response`. Errors it
+raises take the usual path (`AppError` → the one handler in `core.http`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from paysys.core import jsonbody
+from paysys.core.querymodel import QueryModel
 
 PlainEndpoint = Callable[[Request], Awaitable[Response]]
 E = TypeVar("E", bound=PlainEndpoint)
@@ -74,9 +76,23 @@ class PlainRoute(APIRoute):
         return self.endpoint
 
 
-def plain_route(router: APIRouter, path: str, method: str, **options: Any) -> Callable[[E], E]:
+def plain_route(
+    router: APIRouter,
+    path: str,
+    method: str,
+    *,
+    query: type[QueryModel] | None = None,
+    **options: Any,
+) -> Callable[[E], E]:
     """Register `endpoint(request) -> Response` on `router` as a PlainRoute, in the router's
-    order (a plain `/{id}` registered after `/reports` still lets `/reports` match first)."""
+    order (a plain `/{id}` registered after `/reports` still lets `/reports` match first).
+
+    `query`: the model the endpoint parses its query with (`query.parse(request.query_params)`);
+    its fields become the operation's OpenAPI parameters."""
+    if query is not None:
+        extra = dict(options.get("openapi_extra") or {})
+        extra["parameters"] = [*extra.get("parameters", ()), *query.openapi_parameters()]
+        options["openapi_extra"] = extra
 
     def register(endpoint: E) -> E:
         router.add_api_route(

@@ -36,6 +36,27 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 _LIVE: weakref.WeakValueDictionary[int, Runtime] = weakref.WeakValueDictionary()
 
 
+# Called when shutdown begins, before the server closes its connections (the gateway's real-time
+# connections close themselves with their own code): `paysys.cli.serve.DrainingServer`.
+Drain = Callable[[], Awaitable[None]]
+_DRAINS: list[Drain] = []
+
+
+def on_shutdown_drain(drain: Drain) -> Callable[[], None]:
+    """Register `drain` (awaited when shutdown begins); returns its unregistration."""
+    _DRAINS.append(drain)
+    return lambda: _DRAINS.remove(drain) if drain in _DRAINS else None
+
+
+async def drain_connections() -> None:
+    """Run every registered drain (each bounds its own wait); a failing one is logged."""
+    for drain in list(_DRAINS):
+        try:
+            await drain()
+        except Exception:
+            log.exception("drain failed")
+
+
 def stop_background_work() -> None:
     """The server is shutting down: every live runtime's workers stop taking new work now and
     hand back what they hold, while in-flight requests drain (paysys.cli.serve). `close()`

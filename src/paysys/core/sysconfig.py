@@ -54,10 +54,9 @@ def parse_amount(value: Any) -> Decimal:
         # round-trips (what the client wrote for any sensible amount); exponents stay refused.
         value = repr(value)
     try:
-        whole, frac = money.parse_decimal(value, 2)
+        amount = money.parse_face_value(value, 2)
     except money.MoneyError as exc:
         raise ConfigValueError(str(exc)) from None
-    amount = Decimal(whole) + Decimal(frac).scaleb(-2)
     if amount <= 0:
         raise ConfigValueError("must be greater than 0")
     if amount > MAX_AMOUNT:

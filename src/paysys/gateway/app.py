@@ -2,14 +2,18 @@
 
 Middleware, outermost first: RequestContext (request id, security headers, access log,
 metrics) → CORS (preflight answered before anything else; headers on every response, the
-gateway's own errors included) → CatchAll → ProxyMiddleware (`/api/**` → the proxy) → the
-Starlette router (health, docs, OpenAPI, metrics).
+gateway's own errors included) → CatchAll → BodyLimit (413 before anything is forwarded) →
+TrailingSlash (`/x/` served as `/x`, never redirected) → ProxyMiddleware (`/api/**` → the
+proxy, except `/api/events/stream`) → the Starlette router (health, docs, OpenAPI, metrics,
+and the real-time endpoints `/ws` and `/api/events/stream` of `gateway.realtime`). WebSocket
+scopes pass the HTTP middleware by; the realtime endpoints add what they need themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,11 +30,20 @@ from paysys.core.envelope import error_bytes
 from paysys.core.health import HealthChecks
 from paysys.core.logging import configure_logging, get_logger
 from paysys.core.metrics import metrics_endpoint
-from paysys.core.middleware import CatchAllMiddleware, CORSMiddleware, RequestContextMiddleware
+from paysys.core.middleware import (
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    CORSMiddleware,
+    RequestContextMiddleware,
+    TrailingSlashMiddleware,
+    route_body_limits,
+)
 from paysys.core.redis import create_redis
+from paysys.core.runtime import on_shutdown_drain
 from paysys.gateway.openapi import OpenAPIAggregator, docs_endpoint
 from paysys.gateway.proxy import Proxy, ProxyMiddleware
 from paysys.gateway.ratelimit import RateLimiter
+from paysys.gateway.realtime.service import SSE_PATHS, Realtime, not_found
 from paysys.gateway.upstreams import ServicePool, Upstream, build_pools, set_ready
 
 log = get_logger("paysys.gateway")
@@ -55,6 +68,7 @@ class Gateway:
             self.pools, ttl=settings.openapi_cache_ttl, timeout=settings.health_timeout
         )
         self.probe_timeout = aiohttp.ClientTimeout(total=settings.health_timeout)
+        self.realtime = Realtime(settings, self.proxy.tokens, self.proxy.address)
         self.redis: Any = None
         self.limiter: RateLimiter | None = None
         self._prober: asyncio.Task[None] | None = None
@@ -64,9 +78,11 @@ class Gateway:
         self.limiter = RateLimiter(self.redis, url=self.settings.redis_url)
         session = self.proxy.start(self.limiter)
         self.openapi.session = session
+        self.realtime.start(self.redis, self.limiter, session, self.pools["payments"])
         self._prober = asyncio.create_task(self._probe_loop(), name="gateway-upstream-probe")
 
     async def stop(self) -> None:
+        await self.realtime.stop()
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,16 +124,25 @@ class Gateway:
             await asyncio.sleep(interval)
 
     def service_check(self, name: str) -> Any:
+        """A service is up when one of its URLs is ready. Its instances are listed by position
+        in `*_SERVICE_URL` (circuit, ready), never by address: this is a public response."""
         pool = self.pools[name]
 
         async def check() -> dict[str, Any]:
             results = await asyncio.gather(*(self.probe(u) for u in pool.upstreams))
-            instances = [u.snapshot() for u in pool.upstreams]
             if not any(results):
                 raise ServiceDown(name)
-            return {"instances": instances}
+            return {"instances": [u.snapshot() for u in pool.upstreams]}
 
         return check
+
+    async def serving_check(self) -> None:
+        """The gateway's own ability to serve: its upstream client is open (not before start,
+        not after stop). Upstreams and Redis are optional checks: one service down never makes
+        the gateway unready (its routes answer 502/503 by themselves), Redis down degrades it."""
+        session = self.proxy.session
+        if session is None or session.closed:
+            raise ServiceDown("gateway")
 
     async def redis_check(self) -> None:
         await self.redis.ping()
@@ -130,7 +155,10 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         if status == 405
         else ("NOT_FOUND", "Route not found")
     )
-    return Response(error_bytes(code, message), status, media_type="application/json")
+    headers = getattr(exc, "headers", None)  # `Allow` on a 405 (§1.4)
+    return Response(
+        error_bytes(code, message), status, headers=headers, media_type="application/json"
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -143,28 +171,48 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging("gateway", settings.log_level, json_output=settings.is_production)
         await gateway.start()
         app.state.redis = gateway.redis
+        unregister = on_shutdown_drain(gateway.realtime.drain)
         try:
             yield
         finally:
+            unregister()
             await gateway.stop()
 
-    checks: dict[str, Any] = {"redis": gateway.redis_check}
-    checks.update({name: gateway.service_check(name) for name in gateway.pools})
-    health = HealthChecks("gateway", timeout=settings.health_timeout, required=checks)
+    optional: dict[str, Any] = {"redis": gateway.redis_check}
+    optional.update({name: gateway.service_check(name) for name in gateway.pools})
+    health = HealthChecks(
+        "gateway",
+        timeout=settings.health_timeout,
+        required={"gateway": gateway.serving_check},
+        optional=optional,
+        cache_seconds=settings.health_cache_seconds,
+    )
     routes = [
         *health.routes(),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", gateway.openapi.endpoint, methods=["GET"]),
         Route("/docs", docs_endpoint, methods=["GET"]),
+        *gateway.realtime.routes(),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: _http_error, 405: _http_error},
     )
+    app.router.redirect_slashes = False  # TrailingSlashMiddleware serves `/x/` as `/x`
     app.state.settings = settings
     app.state.gateway = gateway
-    app.add_middleware(ProxyMiddleware, proxy=gateway.proxy)
+    app.state.health = health
+    fallback = app.router.default
+    app.router.default = functools.partial(not_found, fallback=fallback)
+    app.add_middleware(ProxyMiddleware, proxy=gateway.proxy, local=frozenset(SSE_PATHS))
+    app.add_middleware(TrailingSlashMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        routes=route_body_limits(settings.profile_max_body_bytes),
+        disconnect=True,  # the proxy may be forwarding already: answer here, drop its answer
+    )
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(CORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, service="gateway", proxies=gateway.proxy.address)

@@ -18,9 +18,10 @@ from typing import Any
 
 import aiohttp
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from paysys import __version__
+from paysys.core.docs import docs_route
 from paysys.core.logging import get_logger
 from paysys.gateway.upstreams import ServicePool
 
@@ -199,17 +200,4 @@ class OpenAPIAggregator:
         return Response(await self.document(), media_type="application/json")
 
 
-SWAGGER_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>paysys API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>
-window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
-  persistAuthorization: true, deepLinking: true});
-</script></body></html>
-"""
-
-
-async def docs_endpoint(_: Request) -> HTMLResponse:
-    return HTMLResponse(SWAGGER_HTML)
+docs_endpoint = docs_route("paysys API")

@@ -500,14 +500,20 @@ def _drop_connection_tokens(
 
 
 class ProxyMiddleware:
-    """Sends `/api/**` to the proxy and everything else (health, docs, metrics) to the app."""
+    """Sends `/api/**` to the proxy and everything else (health, docs, metrics, and the
+    `/api/` paths the gateway serves itself: `local`) to the app."""
 
-    def __init__(self, app: ASGIApp, proxy: Proxy) -> None:
+    def __init__(self, app: ASGIApp, proxy: Proxy, local: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.proxy = proxy
+        self.local = local
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith("/api/")
+            and scope["path"] not in self.local
+        ):
             await self.proxy(scope, receive, send)
         else:
             await self.app(scope, receive, send)

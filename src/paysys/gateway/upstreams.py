@@ -17,6 +17,8 @@ from prometheus_client import Gauge
 
 from paysys.core.logging import get_logger
 
+# `upstream` is the URL's position in `*_SERVICE_URL` (0, 1, ...), never the URL: /metrics is
+# served on the public port and must not name internal addresses (api-contracts §2.1).
 CIRCUIT_STATE = Gauge(
     "paysys_gateway_circuit_open",
     "1 while the circuit of an upstream URL is open or half-open",
@@ -41,6 +43,7 @@ class Upstream:
         "base",
         "clock",
         "failures",
+        "index",
         "open_seconds",
         "opened_at",
         "probing",
@@ -58,9 +61,11 @@ class Upstream:
         threshold: int = 5,
         open_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        index: int = 0,
     ) -> None:
         self.service = service
         self.base = base.rstrip("/")
+        self.index = index  # position in the service's URL list: the public name of this URL
         self.threshold = threshold
         self.open_seconds = open_seconds
         self.clock = clock
@@ -69,7 +74,7 @@ class Upstream:
         self.opened_at = 0.0
         self.probing = False
         self.ready = True  # optimistic until the first probe says otherwise
-        self._gauge = CIRCUIT_STATE.labels(service, self.base)
+        self._gauge = CIRCUIT_STATE.labels(service, str(index))
 
     def available(self) -> bool:
         """May a request go to this URL now? (Does not reserve anything.)"""
@@ -122,7 +127,8 @@ class Upstream:
         self.probing = False
 
     def snapshot(self) -> dict[str, object]:
-        return {"url": self.base, "circuit": self.state, "ready": self.ready}
+        """Public state (health responses): no URL, host or port."""
+        return {"circuit": self.state, "ready": self.ready}
 
 
 class ServicePool:
@@ -173,8 +179,15 @@ def build_pools(
         name: ServicePool(
             name,
             [
-                Upstream(name, url, threshold=threshold, open_seconds=open_seconds, clock=clock)
-                for url in dict.fromkeys(service_urls)
+                Upstream(
+                    name,
+                    url,
+                    threshold=threshold,
+                    open_seconds=open_seconds,
+                    clock=clock,
+                    index=index,
+                )
+                for index, url in enumerate(dict.fromkeys(service_urls))
             ],
         )
         for name, service_urls in urls.items()
@@ -185,7 +198,7 @@ def set_ready(upstream: Upstream, ready: bool) -> bool:
     """Record a probe result; → True when the URL just came back (down → up)."""
     came_back = ready and not upstream.ready
     upstream.ready = ready
-    UPSTREAM_READY.labels(upstream.service, upstream.base).set(1 if ready else 0)
+    UPSTREAM_READY.labels(upstream.service, str(upstream.index)).set(1 if ready else 0)
     if ready and upstream.state == OPEN:
         # The service answers its readiness probe again: let the next request be the probe
         # instead of waiting for the rest of the open period.

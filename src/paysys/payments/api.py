@@ -21,15 +21,14 @@ from paysys.payments import service, webhooks
 from paysys.payments.db import connect, dumps
 from paysys.payments.limits import AmountLimits
 from paysys.payments.schemas import (
-    LIST_QUERY_DOCS,
     CancelInput,
     CreateInput,
+    PaymentListQuery,
+    RecipientsQuery,
+    ReportQuery,
     StatusInput,
     WebhookInput,
     parse_create,
-    parse_list_query,
-    parse_recipients_query,
-    parse_report_query,
     validation_failed,
 )
 
@@ -129,13 +128,13 @@ async def create_payment(request: Request) -> Response:
     router,
     "",
     "GET",
+    query=PaymentListQuery,
     summary="List visible payments (filters, sorts, pagination)",
-    openapi_extra={"parameters": LIST_QUERY_DOCS},
     responses=VALIDATION_RESPONSE,
 )
 async def list_payments(request: Request) -> Response:
     principal = await authenticate(request)
-    query = parse_list_query(request.query_params)
+    query = PaymentListQuery.parse(request.query_params).to_list_query()
     async with connect(_engine(request)) as conn:
         items, total = await service.list_payments(conn, query, principal)
     return json_response(
@@ -143,17 +142,26 @@ async def list_payments(request: Request) -> Response:
     )
 
 
-@router.get("/recipients", summary="Recipient lookup (a bare array, at most 100)")
+@router.get(
+    "/recipients",
+    summary="Recipient lookup (a bare array, at most 100)",
+    openapi_extra={"parameters": RecipientsQuery.openapi_parameters()},
+)
 async def recipients(request: Request, principal: CurrentUser) -> Response:
-    q, limit = parse_recipients_query(request.query_params)
+    query = RecipientsQuery.parse(request.query_params)
     async with connect(_engine(request)) as conn:
-        items = await service.recipients(conn, principal, q, limit)
+        items = await service.recipients(conn, principal, query.q or None, query.limit)
     return json_response(items)
 
 
-@router.get("/reports", summary="Report per status, type and currency (VENDOR, ADMIN)")
+@router.get(
+    "/reports",
+    summary="Report per status, type and currency (VENDOR, ADMIN)",
+    openapi_extra={"parameters": ReportQuery.openapi_parameters()},
+)
 async def reports(request: Request, principal: ReportViewer) -> Response:
-    start, end, currency, start_field, end_field = parse_report_query(request.query_params)
+    query = ReportQuery.parse(request.query_params)
+    (start, start_field), (end, end_field) = query.bounds()
     upper = parse_end(end, end_field) if end else datetime.now(UTC)
     lower = (
         parse_start(start, start_field) if start else upper - timedelta(days=REPORT_DEFAULT_DAYS)
@@ -161,7 +169,7 @@ async def reports(request: Request, principal: ReportViewer) -> Response:
     if lower >= upper:
         raise ValidationFailed(start_field, f"must not be after {end_field}")
     async with connect(_engine(request)) as conn:
-        data = await service.report(conn, principal, DateRange(lower, upper), currency)
+        data = await service.report(conn, principal, DateRange(lower, upper), query.currency)
     return json_response(data)
 
 

@@ -36,9 +36,9 @@ import aiohttp
 from paysys.core.config import Settings
 from paysys.core.logging import get_logger
 from paysys.core.runtime import Runtime
-from paysys.payments import webhooks
+from paysys.payments import queries, webhooks
 from paysys.payments.db import Conn, connect, dumps
-from paysys.payments.service import PAYMENT_COLUMNS, PAYMENT_FROM, apply_transition
+from paysys.payments.service import apply_transition
 
 log = get_logger("paysys.payments.processor")
 
@@ -120,31 +120,14 @@ def event_body(payment_id: uuid.UUID, outcome: Outcome) -> bytes:
     return dumps(body).encode()
 
 
-_PICK = """
-SELECT id FROM payments
-WHERE (status = 'pending' AND created_at <= now() - make_interval(secs => $1))
-   OR (status = 'processing'
-       AND (processor_lease_until IS NULL OR processor_lease_until < now()))
-ORDER BY created_at
-LIMIT $2
-FOR UPDATE SKIP LOCKED
-"""
-_ROWS = f"SELECT {PAYMENT_COLUMNS} {PAYMENT_FROM} WHERE p.id = ANY($1::uuid[])"
-_RENEW = "UPDATE payments SET processor_lease_until = $2 WHERE id = $1"
-_RELEASE = """
-UPDATE payments SET processor_lease_until = NULL
-WHERE id = ANY($1::uuid[]) AND status = 'processing'
-"""
-
-
 async def claim(conn: Conn, *, delay_s: float, lease_s: float, limit: int) -> list[Any]:
     """Lock due payments (skipping those another processor holds), move pending ones to
     processing, lease them all to this process; one transaction."""
     async with conn.transaction():
-        ids = [row["id"] for row in await conn.fetch(_PICK, delay_s, limit)]
+        ids = await queries.lock_due(conn, delay_s, limit)
         if not ids:
             return []
-        rows = await conn.fetch(_ROWS, ids)
+        rows = await queries.payments_by_id(conn, ids)
         lease_until = datetime.now(UTC) + timedelta(seconds=lease_s)
         for row in rows:
             if row["status"] == "pending":
@@ -157,13 +140,13 @@ async def claim(conn: Conn, *, delay_s: float, lease_s: float, limit: int) -> li
                     lease_until=lease_until,
                 )
             else:
-                await conn.execute(_RENEW, row["id"], lease_until)
+                await queries.renew_lease(conn, row["id"], lease_until)
     return list(rows)
 
 
 async def release(conn: Conn, ids: list[uuid.UUID]) -> None:
     if ids:
-        await conn.execute(_RELEASE, ids)
+        await queries.release_leases(conn, ids)
 
 
 async def report(
@@ -290,6 +273,6 @@ async def idempotency_janitor(runtime: Runtime) -> None:
     while not await runtime.sleep(60.0):
         try:
             async with connect(runtime.engine) as conn:
-                await conn.execute("DELETE FROM idempotency_keys WHERE expires_at < now()")
+                await queries.delete_expired_keys(conn)
         except Exception:  # pragma: no cover - next round
             log.exception("idempotency cleanup failed")

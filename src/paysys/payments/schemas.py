@@ -6,24 +6,25 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictStr, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from starlette.datastructures import QueryParams
+from pydantic.json_schema import SkipJsonSchema
 
 from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.events.catalogue import find_secret_keys
 from paysys.core.money import (
-    MAX_MAJOR,
     MoneyError,
     NonFinite,
     RawNumber,
     parse_currency,
     parse_decimal,
+    parse_face_units,
     to_minor,
 )
-from paysys.core.querydates import DateRange, parse_range
+from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
+from paysys.core.querymodel import Constraint, Integer, OneOf, QueryModel, Text
 from paysys.core.schemas import ApiModel
 from paysys.payments.states import STATUSES, TYPES
 
@@ -194,50 +195,98 @@ class WebhookInput(BaseModel):
 
 # --- query strings --------------------------------------------------------------------------
 
-
-def _single(params: QueryParams, allowed: frozenset[str]) -> dict[str, str]:
-    """Each known parameter at most once; unknown parameters → 400."""
-    values: dict[str, str] = {}
-    for key, value in params.multi_items():
-        if key not in allowed:
-            raise ValidationFailed(key, "unknown query parameter")
-        if key in values:
-            raise ValidationFailed(key, "must be given once")
-        values[key] = value.strip()
-    return values
+Omitted = SkipJsonSchema[None]  # an optional parameter: absent is None (never sent as null)
 
 
-def _int(values: dict[str, str], key: str, default: int, low: int, high: int) -> int:
-    raw = values.get(key)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or len(raw) > 9:
-        raise ValidationFailed(key, f"must be an integer between {low} and {high}")
-    number = int(raw)
-    if not low <= number <= high:
-        raise ValidationFailed(key, f"must be an integer between {low} and {high}")
-    return number
+@dataclass(frozen=True, slots=True)
+class CurrencyCode(Constraint):
+    """An ISO 4217 code of `paysys.core.money` (any case) → upper case."""
+
+    def check(self, value: str) -> str:
+        if not _CURRENCY_RE.match(value):
+            raise ValueError("must be an ISO 4217 currency code")
+        try:
+            return parse_currency(value)
+        except MoneyError as exc:
+            raise ValueError(str(exc)) from None
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": _CURRENCY_RE.pattern}
 
 
-def _choice(values: dict[str, str], key: str, choices: tuple[str, ...]) -> str | None:
-    raw = values.get(key)
-    if not raw:
-        return None
-    if raw not in choices:
-        raise ValidationFailed(key, "must be one of " + ", ".join(choices))
-    return raw
+@dataclass(frozen=True, slots=True)
+class AmountText(Constraint):
+    """An amount bound as written: a positive decimal without sign or exponent. Its decimals
+    and range are checked with the currency filter (`PaymentListQuery.to_list_query`)."""
+
+    def check(self, value: str) -> str:
+        try:
+            parse_decimal(value, MAX_AMOUNT_TEXT)  # the rules of money, with its messages
+        except MoneyError as exc:
+            raise ValueError(str(exc)) from None
+        if not _AMOUNT_RE.match(value):
+            raise ValueError("must be a decimal number")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": _AMOUNT_RE.pattern, "maxLength": MAX_AMOUNT_TEXT}
 
 
-def _alias(values: dict[str, str], name: str, alias: str) -> tuple[str | None, str]:
-    if values.get(name) and values.get(alias):
-        raise ValidationFailed(alias, f"use either {name} or {alias}")
-    if values.get(alias):
-        return values[alias], alias
-    return values.get(name) or None, name
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+MAX_AMOUNT_TEXT = 40
+_CURRENCY_DOC = "ISO 4217 code, any case (an active code with a minor unit, as in money.py)"
+_AMOUNT_DOC = (
+    "inclusive bound, > 0 and ≤ 100000000; with `currency`: validated like that currency's "
+    "amounts (at most its decimals), without: a face value (≤ 4 decimals) compared with each "
+    "payment in its own currency"
+)
+_START_DOC = "from this moment (a plain date: its 00:00Z); " + DATE_DESCRIPTION
+_END_DOC = "up to this moment (a plain date: its whole UTC day); " + DATE_DESCRIPTION
+
+
+class DateFilters(QueryModel):
+    """`startDate`/`endDate` and their aliases `fromDate`/`toDate` (one of each pair)."""
+
+    start_date: Annotated[str, QUERY_DATE] | Omitted = Field(
+        None, alias="startDate", description=_START_DOC
+    )
+    end_date: Annotated[str, QUERY_DATE] | Omitted = Field(
+        None, alias="endDate", description=_END_DOC
+    )
+    from_date: Annotated[str, QUERY_DATE] | Omitted = Field(
+        None, alias="fromDate", description="alias of startDate (give one of them)"
+    )
+    to_date: Annotated[str, QUERY_DATE] | Omitted = Field(
+        None, alias="toDate", description="alias of endDate (give one of them)"
+    )
+
+    def bounds(self) -> tuple[tuple[str | None, str], tuple[str | None, str]]:
+        """((start, its parameter name), (end, its parameter name))."""
+        return (
+            _either(self.start_date, "startDate", self.from_date, "fromDate"),
+            _either(self.end_date, "endDate", self.to_date, "toDate"),
+        )
+
+    def dates(self) -> DateRange:
+        (start, start_field), (end, end_field) = self.bounds()
+        return parse_range(start, end, start_field=start_field, end_field=end_field)
+
+
+def _either(
+    value: str | None, name: str, alias: str | None, alias_name: str
+) -> tuple[str | None, str]:
+    if value is not None and alias is not None:
+        raise ValidationFailed(alias_name, f"use either {name} or {alias_name}")
+    if alias is not None:
+        return alias, alias_name
+    return value, name
 
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
+    """The payments list's filters, sort and page, as the queries need them."""
+
     page: int = 1
     limit: int = 10
     sort: str = "createdAt"
@@ -246,158 +295,73 @@ class ListQuery:
     type: str | None = None
     currency: str | None = None
     dates: DateRange = field(default_factory=lambda: DateRange(None, None))
-    # With a currency filter: exact minor units; without: face values as (whole, 1/10000).
-    min_minor: int | None = None
-    max_minor: int | None = None
-    min_face: tuple[int, int] | None = None
-    max_face: tuple[int, int] | None = None
+    # Inclusive amount bounds: minor units of `currency` when it is set (exact), else face units
+    # (money.parse_face_units) compared with each payment in its own currency.
+    min_amount: int | None = None
+    max_amount: int | None = None
     q: str | None = None
 
 
-LIST_PARAMS = frozenset(
-    {
-        "page",
-        "limit",
-        "sort",
-        "order",
-        "status",
-        "type",
-        "currency",
-        "startDate",
-        "endDate",
-        "fromDate",
-        "toDate",
-        "minAmount",
-        "maxAmount",
-        "q",
-    }
-)
-FACE_DIGITS = 4  # without a currency, bounds may have up to 4 decimals (CLF, UYW)
+class PaymentListQuery(DateFilters):
+    """The query of GET /api/payments and GET /api/admin/payments (api-contracts §1.2, §4)."""
 
-
-def _face(key: str, raw: str) -> tuple[int, int]:
-    try:
-        whole, frac = parse_decimal(raw, FACE_DIGITS)
-    except MoneyError as exc:
-        raise ValidationFailed(key, str(exc)) from None
-    if whole == 0 and frac == 0:
-        raise ValidationFailed(key, "must be greater than 0")
-    if whole > MAX_MAJOR or (whole == MAX_MAJOR and frac):
-        raise ValidationFailed(key, f"must not exceed {MAX_MAJOR}")
-    return whole, frac
-
-
-def _query_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-_TEXT = {"type": "string", "maxLength": 64}
-# The list query as OpenAPI parameters (parse_list_query reads them by hand, so FastAPI cannot
-# derive them): payments' own list and admin's list of all payments.
-LIST_QUERY_DOCS = [
-    _query_param("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
-    _query_param(
-        "limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
-    ),
-    _query_param("sort", {"enum": ["createdAt", "amount", "status"]}, "sort key"),
-    _query_param("order", {"enum": ["asc", "desc"]}, "default desc"),
-    _query_param(
-        "status",
-        {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
-        "payment status",
-    ),
-    _query_param("type", {"enum": ["instant", "scheduled", "recurring"]}, "payment type"),
-    _query_param("currency", _TEXT, "ISO 4217 code"),
-    _query_param("startDate", _TEXT, "ISO-8601 date or date-time (alias fromDate)"),
-    _query_param("endDate", _TEXT, "ISO-8601 date or date-time, a plain date covers the day"),
-    _query_param("fromDate", _TEXT, "alias of startDate"),
-    _query_param("toDate", _TEXT, "alias of endDate"),
-    _query_param("minAmount", _TEXT, "inclusive, validated like amounts"),
-    _query_param("maxAmount", _TEXT, "inclusive, validated like amounts"),
-    _query_param(
-        "q", {"type": "string", "maxLength": 200}, "case-insensitive substring of the description"
-    ),
-]
-
-
-def parse_list_query(params: QueryParams, extra: frozenset[str] = frozenset()) -> ListQuery:
-    """The payments list query of §1.2/§4 (also used by admin's payments list)."""
-    values = _single(params, LIST_PARAMS | extra)
-    currency = None
-    if values.get("currency"):
-        try:
-            currency = parse_currency(values["currency"])
-        except MoneyError as exc:
-            raise ValidationFailed("currency", str(exc)) from None
-    start, start_field = _alias(values, "startDate", "fromDate")
-    end, end_field = _alias(values, "endDate", "toDate")
-    dates = parse_range(start, end, start_field=start_field, end_field=end_field)
-    min_minor = max_minor = None
-    min_face = max_face = None
-    for key in ("minAmount", "maxAmount"):
-        raw = values.get(key)
-        if not raw:
-            continue
-        if currency is not None:
-            try:
-                minor = to_minor(raw, currency)
-            except MoneyError as exc:
-                raise ValidationFailed(key, str(exc)) from None
-            if key == "minAmount":
-                min_minor = minor
-            else:
-                max_minor = minor
-        elif key == "minAmount":
-            min_face = _face(key, raw)
-        else:
-            max_face = _face(key, raw)
-    if min_minor is not None and max_minor is not None and min_minor > max_minor:
-        raise ValidationFailed("minAmount", "must not be greater than maxAmount")
-    if min_face is not None and max_face is not None and min_face > max_face:
-        raise ValidationFailed("minAmount", "must not be greater than maxAmount")
-    q = values.get("q") or None
-    if q is not None and len(q) > 200:
-        raise ValidationFailed("q", "must be at most 200 characters")
-    return ListQuery(
-        page=_int(values, "page", 1, 1, 1_000_000),
-        limit=_int(values, "limit", 10, 1, 100),
-        sort=_choice(values, "sort", ("createdAt", "amount", "status")) or "createdAt",
-        order=_choice(values, "order", ("asc", "desc")) or "desc",
-        status=_choice(values, "status", STATUSES),
-        type=_choice(values, "type", TYPES),
-        currency=currency,
-        dates=dates,
-        min_minor=min_minor,
-        max_minor=max_minor,
-        min_face=min_face,
-        max_face=max_face,
-        q=q,
+    page: Annotated[int, Integer(1, 1_000_000)] = Field(1, description="page number")
+    limit: Annotated[int, Integer(1, 100)] = Field(10, description="page size")
+    sort: Annotated[str, OneOf("createdAt", "amount", "status")] = Field(
+        "createdAt", description="sort key (ties broken by createdAt, then id)"
+    )
+    order: Annotated[str, OneOf("asc", "desc")] = Field("desc", description="sort order")
+    status: Annotated[str, OneOf(*STATUSES)] | Omitted = Field(None, description="payment status")
+    type: Annotated[str, OneOf(*TYPES)] | Omitted = Field(None, description="payment type")
+    currency: Annotated[str, CurrencyCode()] | Omitted = Field(None, description=_CURRENCY_DOC)
+    min_amount: Annotated[str, AmountText()] | Omitted = Field(
+        None, alias="minAmount", description=_AMOUNT_DOC
+    )
+    max_amount: Annotated[str, AmountText()] | Omitted = Field(
+        None, alias="maxAmount", description=_AMOUNT_DOC
+    )
+    q: Annotated[str, Text(200)] | Omitted = Field(
+        None, description="case-insensitive substring of the description (taken literally)"
     )
 
+    def to_list_query(self) -> ListQuery:
+        """The rules between parameters: one date of each pair, start before end, amounts by
+        the currency filter's rules, minAmount ≤ maxAmount (else 400)."""
+        dates = self.dates()
+        bounds: dict[str, int | None] = {"minAmount": None, "maxAmount": None}
+        for name, raw in (("minAmount", self.min_amount), ("maxAmount", self.max_amount)):
+            if raw is None:
+                continue
+            try:
+                if self.currency is not None:
+                    bounds[name] = to_minor(raw, self.currency)
+                else:
+                    bounds[name] = parse_face_units(raw)
+            except MoneyError as exc:
+                raise ValidationFailed(name, str(exc)) from None
+        low, high = bounds["minAmount"], bounds["maxAmount"]
+        if low is not None and high is not None and low > high:
+            raise ValidationFailed("minAmount", "must not be greater than maxAmount")
+        plain = ("page", "limit", "sort", "order", "status", "type", "currency")
+        return ListQuery(
+            **{name: getattr(self, name) for name in plain},
+            dates=dates,
+            min_amount=low,
+            max_amount=high,
+            q=self.q or None,
+        )
 
-def parse_recipients_query(params: QueryParams) -> tuple[str | None, int]:
-    values = _single(params, frozenset({"q", "limit"}))
-    q = values.get("q") or None
-    if q is not None and len(q) > 100:
-        raise ValidationFailed("q", "must be at most 100 characters")
-    return q, _int(values, "limit", 100, 1, 100)
+
+class RecipientsQuery(QueryModel):
+    """The query of GET /api/payments/recipients."""
+
+    q: Annotated[str, Text(100)] | Omitted = Field(
+        None, description="case-insensitive substring of the name or email (taken literally)"
+    )
+    limit: Annotated[int, Integer(1, 100)] = Field(100, description="at most this many users")
 
 
-def parse_report_query(params: QueryParams) -> tuple[str | None, str | None, str | None, str, str]:
-    """(start, end, currency, start_field, end_field) of GET /reports."""
-    values = _single(params, frozenset({"startDate", "endDate", "fromDate", "toDate", "currency"}))
-    start, start_field = _alias(values, "startDate", "fromDate")
-    end, end_field = _alias(values, "endDate", "toDate")
-    currency = None
-    if values.get("currency"):
-        try:
-            currency = parse_currency(values["currency"])
-        except MoneyError as exc:
-            raise ValidationFailed("currency", str(exc)) from None
-    return start, end, currency, start_field, end_field
+class ReportQuery(DateFilters):
+    """The query of GET /api/payments/reports (default period: the 30 days up to now)."""
+
+    currency: Annotated[str, CurrencyCode()] | Omitted = Field(None, description=_CURRENCY_DOC)

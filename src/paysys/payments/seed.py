@@ -125,9 +125,14 @@ async def seed(session: AsyncSession) -> None:
                 "payment.status_changed",
                 {
                     "paymentId": str(payment_id),
+                    "senderId": str(sender.id),
+                    "recipientId": str(recipient.id),
                     "oldStatus": previous,
                     "newStatus": state,
                     "reason": "Seed data",
+                    "amount": payment["amount"],
+                    "currency": currency,
+                    "type": kind,
                 },
             )
             previous = state

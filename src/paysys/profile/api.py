@@ -29,7 +29,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "VALIDATION_ERROR or INVALID_JSON"},
     **_ERRORS,
-    413: {"model": ErrorEnvelope, "description": "Body over 1 MiB"},
+    413: {
+        "model": ErrorEnvelope,
+        "description": "Body over 1 MiB (8 MiB for PUT/PATCH /api/profile: avatar data URLs)",
+    },
 }
 
 # HTTPBearer(auto_error=False) only documents the scheme; `CurrentUser` does the checking.

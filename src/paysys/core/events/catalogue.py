@@ -139,6 +139,9 @@ class UserLoggedInV1(EventData):
 class UserLoggedOutV1(EventData):
     user_id: uuid.UUID
     all_sessions: bool = False
+    # The ended session (absent when all of them ended); the gateway re-checks that user's
+    # real-time connections on this event (api-contracts §9.6).
+    session_id: uuid.UUID | None = None
 
 
 class UserLoginFailedV1(EventData):
@@ -160,9 +163,18 @@ class PaymentEventV1(EventData):
 
 class PaymentStatusChangedV1(EventData):
     payment_id: uuid.UUID
+    # The parties, so the gateway routes real-time messages without a database read
+    # (api-contracts §9.4). Optional here: events written before they were added lack them.
+    sender_id: uuid.UUID | None = None
+    recipient_id: uuid.UUID | None = None
     old_status: str
     new_status: str
     reason: str | None = None
+    # The real-time summary's figures (api-contracts §9.4), additive like the parties.
+    amount: str | None = None
+    currency: str | None = None
+    type: str | None = None
+    updated_at: datetime | None = None
 
 
 # --- profile.* / config.* -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Slow clients: a normal client's latency, quiet vs under the slow-client attack (issue 13).
 
     .venv/bin/python -m bench.slow_clients [--samples 300] [--rounds 2] [--connections 1000]
+        [--attackers 1]
 
 The attack of api-contracts §2.1 (the e2e drill's, `tests.support.slowclients`): from 127.0.0.2,
 `--connections` sockets stalled one byte per second inside their headers (half) or inside a small
@@ -8,7 +9,9 @@ body to `POST /api/payments/webhooks/psp` (half), reopened 2 s after the server 
 failed logins at 10x the login limit. The normal client, from 127.0.0.3, sends authenticated
 `GET /api/payments?limit=5` one after another through the same gateway. Each round measures it
 quiet, then under attack; p50/p99, errors and the CPU the gateway spent per second are printed,
-with the ratio attacked ÷ quiet (target: p99 < 2x, zero errors).
+with the ratio attacked ÷ quiet (target: p99 < 2x, zero errors). `--attackers N` spreads the
+sockets over N source addresses (127.0.0.10, .11, ...): past the per-address caps, the case of
+many attacking hosts, where only the gateway's body rule keeps the upstream pools free.
 
 Real processes on loopback: the five services (`paysys serve`), a scratch database
 (`<DATABASE_URL db>_bench_slowclients`, dropped at the end) and a private redis-server. Bounded:
@@ -49,13 +52,13 @@ SERVICES = ("auth", "payments", "admin", "profile")
 
 
 async def attack_process(
-    gateway: str, connections: int, seconds: float, logins: int
+    gateway: str, sources: str, connections: int, seconds: float, logins: int
 ) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.support.slowclients",
-        *("--target", gateway, "--source", ATTACKER, "--connections", str(connections)),
+        *("--target", gateway, "--source", sources, "--connections", str(connections)),
         *("--seconds", str(seconds), "--logins", str(logins)),
         stdout=asyncio.subprocess.PIPE,
     )
@@ -76,11 +79,19 @@ async def attack_summary(process: asyncio.subprocess.Process) -> dict[str, Any]:
     raise RuntimeError(f"no summary from the attacker: {out[-2000:]!r}")
 
 
+def sources(count: int) -> str:
+    """127.0.0.2 for one attacker; 127.0.0.10, .11, ... for several (never the client's .3)."""
+    if count == 1:
+        return ATTACKER
+    return ",".join(f"127.0.0.{10 + index}" for index in range(count))
+
+
 def figures(sample: Sample, cpu: float, seconds: float) -> dict[str, Any]:
     return {
         "p50": round(sample.percentile(0.5), 2),
         "p99": round(sample.percentile(0.99), 2),
         "errors": len(sample.errors),
+        "statuses": {str(k): v for k, v in sorted(sample.statuses.items())},
         "gateway_cpu_per_s": round(cpu / seconds, 3),
     }
 
@@ -99,7 +110,11 @@ async def run(args: argparse.Namespace, urls: dict[str, str], token: str, pid: i
         for _ in range(args.rounds):
             quiet, quiet_cpu, quiet_s = await timed(client, args.samples, pid)
             attacker = await attack_process(
-                urls["gateway"], args.connections, args.attack_seconds, 10 * limit
+                urls["gateway"],
+                sources(args.attackers),
+                args.connections,
+                args.attack_seconds,
+                10 * limit,
             )
             await asyncio.sleep(2)
             attacked, attacked_cpu, attacked_s = await timed(client, args.samples, pid)
@@ -122,6 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--attack-seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--attackers",
+        type=int,
+        default=1,
+        help="source addresses the connections are spread over (the contract's case is 1; "
+        "several get past per-address caps, as a botnet would)",
+    )
     args = parser.parse_args(argv)
     raise_open_files(args.connections * 2 + 1024)
 
@@ -147,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
         token, _ = asyncio.run(seed(raw_dsn(database_url), Settings()))
         rounds = asyncio.run(run(args, urls, token, started["gateway"].pid))
 
-    print(f"\nslow clients: {args.connections} stalled connections + a login flood at 10x")
+    print(
+        f"\nslow clients: {args.connections} stalled connections from {args.attackers} "
+        "address(es) + a login flood at 10x"
+    )
     print(f"{'':10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'gw CPU/s':>9}")
     for phase in ("quiet", "attacked"):
         values = [r[phase] for r in rounds]

@@ -98,10 +98,12 @@ class Attack:
     way), until `stop_at`. Protocols, not streams, and one drip pass for all sockets: the
     attacker shares the machine with what it attacks and must cost little itself."""
 
-    def __init__(self, host: str, port: int, source: str, reopen: float, stop_at: float) -> None:
+    def __init__(
+        self, host: str, port: int, sources: list[str], reopen: float, stop_at: float
+    ) -> None:
         self.host = host
         self.port = port
-        self.source = source
+        self.sources = sources  # slot k connects from sources[k % len(sources)]
         self.reopen = reopen
         self.stop_at = stop_at
         self.stats = AttackStats()
@@ -131,7 +133,7 @@ class Attack:
                 lambda: Stalled(self, slot),
                 self.host,
                 self.port,
-                local_addr=(self.source, 0),
+                local_addr=(self.sources[slot % len(self.sources)], 0),
             )
         except OSError:
             self.stats.connect_errors += 1
@@ -185,7 +187,7 @@ class Attack:
         ).encode()
         try:
             reader, writer = await asyncio.open_connection(
-                self.host, self.port, local_addr=(self.source, 0)
+                self.host, self.port, local_addr=(self.sources[0], 0)
             )
             writer.write(request)
             await writer.drain()
@@ -207,7 +209,8 @@ async def attack(
 ) -> AttackStats:
     url = urlsplit(target)
     loop = asyncio.get_running_loop()
-    runner = Attack(url.hostname or "127.0.0.1", url.port or 80, source, reopen, 0.0)
+    sources = source.split(",")
+    runner = Attack(url.hostname or "127.0.0.1", url.port or 80, sources, reopen, 0.0)
     runner.stop_at = loop.time() + seconds
     for slot in range(connections):
         runner.spawn(slot)
@@ -271,7 +274,12 @@ def normal_client(base_url: str, source: str, token: str) -> httpx.AsyncClient:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.support.slowclients")
     parser.add_argument("--target", required=True, help="the gateway, e.g. http://127.0.0.1:3000")
-    parser.add_argument("--source", default="127.0.0.2", help="the attacker's own address")
+    parser.add_argument(
+        "--source",
+        default="127.0.0.2",
+        help="the attacker's own address, or several (comma-separated): sockets take them in "
+        "turn; the logins come from the first",
+    )
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--logins", type=int, default=100)

@@ -15,6 +15,7 @@ BENCHMARKS = [
     ["bench.auth_login"],
     ["bench.auth_password_burst"],
     ["bench.gateway_proxy"],
+    ["bench.slow_clients"],
     ["bench.payments_throughput"],
     ["bench.profile_cache"],
     ["bench.admin_audit"],

@@ -45,6 +45,24 @@ def _split_csv(value: object) -> object:
 
 CsvList = Annotated[list[str], NoDecode]
 
+POOL_SERVICES = ("auth", "payments", "admin", "profile")
+
+
+def parse_pool_sizes(entries: list[str]) -> dict[str, int]:
+    """`GATEWAY_POOL_SIZES` entries (`payments=256`) → {service: size}; a wrong entry refuses
+    the configuration instead of being ignored."""
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        service, _, size = entry.partition("=")
+        service = service.strip()
+        if service not in POOL_SERVICES or not size.strip().isdigit() or int(size) < 1:
+            raise ValueError(
+                f"GATEWAY_POOL_SIZES entry {entry!r}: use <service>=<size ≥ 1>, "
+                f"service one of {', '.join(POOL_SERVICES)}"
+            )
+        sizes[service] = int(size)
+    return sizes
+
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused configuration must not print the values (secrets).
@@ -114,7 +132,15 @@ class Settings(BaseSettings):
     upstream_timeout: float = 10.0
     circuit_failure_threshold: int = 5
     circuit_open_seconds: float = 10.0
-    gateway_pool_size: int = 512
+    # Upstream pools (docs/gateway.md): one per service and gateway process, with at most this
+    # many requests in flight to the service (`GATEWAY_POOL_SIZES` overrides it per service,
+    # e.g. `auth=32,payments=256`); a request waits at most `GATEWAY_POOL_WAIT` seconds for a
+    # slot (then 503), and one client has at most `MAX_IN_FLIGHT_PER_CLIENT` requests in flight
+    # at the gateway (IPv6 per /64; then 429).
+    gateway_pool_size: int = Field(default=128, ge=1)
+    gateway_pool_sizes: CsvList = []
+    gateway_pool_wait: float = Field(default=1.0, gt=0)
+    max_in_flight_per_client: int = Field(default=64, ge=1)
     upstream_probe_interval: float = 5.0
     openapi_cache_ttl: float = 30.0
     # Real-time updates at the gateway (api-contracts §9, docs/gateway.md): WebSocket ping
@@ -163,6 +189,7 @@ class Settings(BaseSettings):
         "profile_service_url",
         "cors_origins",
         "trusted_proxies",
+        "gateway_pool_sizes",
         "jwt_access_secret_previous",
         "jwt_refresh_secret_previous",
         mode="before",
@@ -170,6 +197,12 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("gateway_pool_sizes")
+    @classmethod
+    def _pool_sizes(cls, value: list[str]) -> list[str]:
+        parse_pool_sizes(value)
+        return value
 
     @field_validator(
         "jwt_access_expiry",
@@ -249,6 +282,13 @@ class Settings(BaseSettings):
             "admin": self.admin_service_url,
             "profile": self.profile_service_url,
         }
+
+    def pool_sizes(self) -> dict[str, int]:
+        """Each service's upstream pool size at the gateway (`GATEWAY_POOL_SIZE`, overridden
+        per service by `GATEWAY_POOL_SIZES`)."""
+        sizes = dict.fromkeys(self.service_urls(), self.gateway_pool_size)
+        sizes.update(parse_pool_sizes(self.gateway_pool_sizes))
+        return sizes
 
     @property
     def is_production(self) -> bool:

@@ -1,15 +1,15 @@
 """The streaming reverse proxy: `/api/{auth,payments,admin,profile}/**` → the service.
 
 Pure ASGI, one pass over the request headers, no per-path routing table. Per request:
-classify the path → edge auth (JWT, pure CPU) → one Redis round trip (revocation + rate limit,
-see `ratelimit.py`) → forward through a pooled aiohttp session (keep-alive) with the body
-streamed both ways → copy the answer back, chunk by chunk.
+classify the path → the client's in-flight cap (`inflight.py`) → edge auth (JWT, pure CPU) →
+one Redis round trip (revocation + rate limit, see `ratelimit.py`) → the body, read before
+anything goes upstream (`bodies.py`) → a slot of the service's own pool (`pools.py`) → forward
+through that pool's aiohttp session (keep-alive) → copy the answer back, chunk by chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -19,13 +19,16 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
-from paysys.core.clientip import TrustedProxies, client_key, resolve_scope
+from paysys.core.clientip import Forwarded, TrustedProxies, client_key, resolve_scope
 from paysys.core.config import Settings
 from paysys.core.context import request_id_var
 from paysys.core.errors import AppError
 from paysys.core.logging import get_logger
 from paysys.core.middleware import send_error
 from paysys.core.tokens import Principal, TokenCodec, VerifiedTokens
+from paysys.gateway.bodies import ClientGone, StreamedBody, read_more
+from paysys.gateway.inflight import InFlight
+from paysys.gateway.pools import ServiceClient, build_clients, proxy_session
 from paysys.gateway.ratelimit import RATE_LIMITED, Policy, RateLimiter
 from paysys.gateway.upstreams import ServicePool, Upstream
 
@@ -88,6 +91,10 @@ _RESPONSE_DROP = frozenset(
 # Responses up to this size are read in one piece (one ASGI body message instead of a loop).
 SMALL_BODY = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+# Connections of the gateway's own session (readiness probes, OpenAPI documents): kept apart
+# from the services' request pools, so a busy service's pool never delays its probe.
+CONTROL_POOL_SIZE = 100
+_RETRY_SOON = (b"retry-after", b"1")
 
 # --- edge auth rules ----------------------------------------------------------------------
 
@@ -119,19 +126,21 @@ class _ProxyRequest(ClientRequest):
         return None
 
 
-class ClientGone(Exception):
-    """The client disconnected while its body was being forwarded."""
-
-
 # --- the proxy ------------------------------------------------------------------------------
 
 
 class Proxy:
-    """State shared by the proxy's requests: session, pools, limiter, codec, policies."""
+    """State shared by the proxy's requests: sessions, pools, caps, limiter, codec, policies."""
 
     def __init__(self, settings: Settings, pools: dict[str, ServicePool]) -> None:
         self.settings = settings
         self.pools = pools
+        sizes = settings.pool_sizes()
+        self.clients: dict[str, ServiceClient] = build_clients(
+            {name: sizes[name] for name in pools}, settings.gateway_pool_wait
+        )
+        self.in_flight = InFlight(settings.max_in_flight_per_client)
+        self.buffer_limit = settings.max_body_bytes
         self.tokens = VerifiedTokens(TokenCodec(settings))
         self.address = TrustedProxies(settings.trusted_proxies)
         self.default_policy = Policy("default", settings.rate_limit_max, settings.rate_limit_window)
@@ -150,26 +159,16 @@ class Proxy:
         self.limiter: RateLimiter | None = None
 
     def start(self, limiter: RateLimiter) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.gateway_pool_size,
-            limit_per_host=0,
-            # Below uvicorn's 5 s keep-alive, so the pool never reuses a socket the service
-            # is closing.
-            keepalive_timeout=4.0,
-            ttl_dns_cache=300,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            request_class=_ProxyRequest,
-            cookie_jar=aiohttp.DummyCookieJar(),  # never keep one client's cookies for another
-            auto_decompress=False,  # bodies pass through as encoded by the service
-            trust_env=False,
-            timeout=self.timeout,
-        )
+        """Open the services' pools and the gateway's own session (returned: probes, OpenAPI)."""
+        for client in self.clients.values():
+            client.start(_ProxyRequest, self.timeout)
+        self.session = proxy_session(CONTROL_POOL_SIZE, _ProxyRequest, self.timeout)
         self.limiter = limiter
         return self.session
 
     async def stop(self) -> None:
+        for client in self.clients.values():
+            await client.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -186,9 +185,37 @@ class Proxy:
             await send_error(send, 404, "NOT_FOUND", "Route not found")
             return
         scope["route_label"] = self.labels[service]
-        method: str = scope["method"]
+        # Resolved once per request by RequestContextMiddleware (the same TrustedProxies).
+        forwarded = resolve_scope(scope, self.address)
+        client = client_key(forwarded.ip)  # IPv6 per /64 (api-contracts §2.1)
+        in_flight = self.in_flight
+        if not in_flight.enter(client):
+            await send_error(
+                send,
+                429,
+                "RATE_LIMIT_EXCEEDED",
+                "Too many requests in flight from this client, retry later",
+                [_RETRY_SOON],
+            )
+            return
+        try:
+            await self._handle(scope, receive, send, service, pool, client, forwarded)
+        finally:
+            in_flight.leave(client)
 
-        authorization = connection = xfp = xfh = host = None
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        pool: ServicePool,
+        client: str,
+        forwarded: Forwarded,
+    ) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        authorization = connection = xfp = xfh = host = length = None
         has_body = False
         forward: list[tuple[str, str]] = []
         append = forward.append
@@ -205,6 +232,7 @@ class Proxy:
             elif action == _LEN:
                 if value != b"0":
                     has_body = True
+                    length = value
                 append(("content-length", value.decode("latin-1")))
             elif action == _TE:
                 has_body = True
@@ -231,20 +259,19 @@ class Proxy:
                 await send_error(send, 403, "FORBIDDEN", "This action requires role ADMIN")
                 return
 
-        # Resolved once per request by RequestContextMiddleware (the same TrustedProxies).
-        client_ip, forwarded_for, trusted = resolve_scope(scope, self.address)
+        client_ip, forwarded_for, trusted = forwarded
 
         # One Redis round trip: revocation marks (if authenticated) + the sliding window.
         # Per-client buckets count IPv6 clients per /64 (api-contracts §2.1).
         special = self.auth_policies.get(path) if service == "auth" else None
         if special is not None:
-            key = special[0] + client_key(client_ip)
+            key = special[0] + client
             policy = special[1]
         elif principal is not None:
             key = "u:" + str(principal.id)
             policy = self.default_policy
         else:
-            key = "ip:" + client_key(client_ip)
+            key = "ip:" + client
             policy = self.default_policy
         assert self.limiter is not None
         decision = await self.limiter.hit(key, policy, principal if special is None else None)
@@ -279,32 +306,63 @@ class Proxy:
         query: bytes = scope["query_string"]
         target = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
 
-        body: bytes | AsyncIterator[bytes] | None = None
-        gone: list[bool] = []
+        # The body before anything goes upstream (bodies.py): a client still sending holds no
+        # connection and no pool slot.
+        body: bytes | StreamedBody | None = None
         if has_body:
             first = await receive()
             if first["type"] == "http.disconnect":
                 return
+            chunk: bytes = first.get("body", b"")
+            body = chunk
             if first.get("more_body", False):
-                body = _stream_body(first.get("body", b""), receive, gone)
-            else:
-                body = first.get("body", b"")
-        await self.forward(scope, send, pool, method, target, forward, body, gone, limit_headers)
+                declared = int(length) if length is not None and length.isdigit() else None
+                body = await read_more(chunk, receive, declared, self.buffer_limit)
+                if body is None:  # gone, or refused (413/408) outside the proxy: forward nothing
+                    return
+        await self.forward(send, pool, method, target, forward, body, limit_headers)
 
     async def forward(
         self,
-        scope: Scope,
         send: Send,
         pool: ServicePool,
         method: str,
         target: str,
         headers: list[tuple[str, str]],
-        body: bytes | AsyncIterator[bytes] | None,
-        gone: list[bool],
+        body: bytes | StreamedBody | None,
         limit_headers: list[tuple[bytes, bytes]],
     ) -> None:
-        assert self.session is not None
-        retryable = (method == "GET" or method == "HEAD") and not isinstance(body, AsyncIterator)
+        client = self.clients[pool.name]
+        if not client.try_acquire() and not await client.acquire():
+            UPSTREAM_ERRORS.labels(pool.name, "pool_full").inc()
+            await send_error(
+                send,
+                503,
+                "SERVICE_UNAVAILABLE",
+                f"The {pool.name} service is busy, retry later",
+                [*limit_headers, _RETRY_SOON],
+            )
+            return
+        try:
+            await self._forward(client, send, pool, method, target, headers, body, limit_headers)
+        finally:
+            client.release()
+
+    async def _forward(
+        self,
+        client: ServiceClient,
+        send: Send,
+        pool: ServicePool,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | StreamedBody | None,
+        limit_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        session = client.session
+        assert session is not None
+        streamed = body if isinstance(body, StreamedBody) else None
+        retryable = (method == "GET" or method == "HEAD") and streamed is None
         tried: tuple[Upstream, ...] = ()
         while True:
             upstream = pool.choose(tried)
@@ -324,11 +382,11 @@ class Proxy:
                     503,
                     "SERVICE_UNAVAILABLE",
                     f"The {pool.name} service is unavailable, retry later",
-                    [*limit_headers, (b"retry-after", b"1")],
+                    [*limit_headers, _RETRY_SOON],
                 )
                 return
             try:
-                response = await self.session.request(
+                response = await session.request(
                     method,
                     URL(upstream.base + target, encoded=True),
                     headers=headers,
@@ -336,7 +394,7 @@ class Proxy:
                     allow_redirects=False,
                 )
             except TimeoutError:  # includes aiohttp's connect/read timeouts
-                if gone:
+                if streamed is not None and streamed.gone:
                     upstream.release()
                     return
                 upstream.failure()
@@ -350,7 +408,7 @@ class Proxy:
                 )
                 return
             except (aiohttp.ClientError, OSError, ClientGone) as exc:
-                if gone or isinstance(exc, ClientGone):
+                if isinstance(exc, ClientGone) or (streamed is not None and streamed.gone):
                     upstream.release()
                     return
                 upstream.failure()
@@ -439,22 +497,6 @@ def _drop_connection_tokens(
 ) -> list[tuple[str, str]]:
     tokens = {t.strip().lower() for t in connection.decode("latin-1").split(",")}
     return [(k, v) for k, v in headers if k not in tokens]
-
-
-async def _stream_body(first: bytes, receive: Receive, gone: list[bool]) -> AsyncIterator[bytes]:
-    """The request body as it arrives (ASGI receive → aiohttp), never held whole."""
-    if first:
-        yield first
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone.append(True)
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
 
 
 class ProxyMiddleware:

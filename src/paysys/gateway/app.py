@@ -65,7 +65,10 @@ class Gateway:
         )
         self.proxy = Proxy(settings, self.pools)
         self.openapi = OpenAPIAggregator(
-            self.pools, ttl=settings.openapi_cache_ttl, timeout=settings.health_timeout
+            self.pools,
+            ttl=settings.openapi_cache_ttl,
+            timeout=settings.health_timeout,
+            on_methods=self.proxy.set_methods,
         )
         self.probe_timeout = aiohttp.ClientTimeout(total=settings.health_timeout)
         self.realtime = Realtime(settings, self.proxy.tokens, self.proxy.address)
@@ -121,6 +124,12 @@ class Gateway:
                 await self.probe_all()
             except Exception:  # pragma: no cover - a probe never raises; keep looping anyway
                 log.exception("upstream probe failed")
+            try:
+                # Keeps the merged document, hence the proxy's method table (405s), current:
+                # re-fetched after OPENAPI_CACHE_TTL, or at once when a service came back.
+                await self.openapi.document()
+            except Exception:  # pragma: no cover - a bad document must not stop the probes
+                log.exception("openapi refresh failed")
             await asyncio.sleep(interval)
 
     def service_check(self, name: str) -> Any:

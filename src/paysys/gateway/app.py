@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from paysys.core.allow import allow_value
 from paysys.core.config import Settings, get_settings
 from paysys.core.context import set_service_name
 from paysys.core.envelope import error_bytes
@@ -164,7 +165,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         if status == 405
         else ("NOT_FOUND", "Route not found")
     )
-    headers = getattr(exc, "headers", None)  # `Allow` on a 405 (§1.4)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if "Allow" in headers:  # on a 405 (§1.4), in the one order (Starlette's is a set's)
+        headers["Allow"] = allow_value(headers["Allow"].split(", "))
     return Response(
         error_bytes(code, message), status, headers=headers, media_type="application/json"
     )

@@ -197,6 +197,48 @@ async def test_routing_edges(app_client: Any, echo: EchoServer) -> None:
     assert docs.json()["openapi"] == "3.1.0"
 
 
+async def test_405_from_the_merged_documents_methods_before_auth(
+    app_client: Any, echo: EchoServer
+) -> None:
+    """api-contracts §1.4: a known path with a method it lacks → 405 with exactly its methods,
+    answered by the gateway before auth and limits (as the service's router would); declared
+    methods, and every method before the first document, are forwarded."""
+    from paysys.core.allow import MethodTable
+
+    gw = await app_client(
+        "gateway", **urls(echo), openapi_cache_ttl=3600, upstream_probe_interval=3600
+    )
+    # The one refresh of the merged document (the echo's paths) is over: nothing replaces the
+    # tables set below during the test.
+    assert (await gw.get("/openapi.json")).status_code == 200
+    proxy = gw.app.state.gateway.proxy
+    assert proxy.methods.refusal("/api/echo/echo", "POST") == "GET"
+    proxy.set_methods(None)  # no document yet: forwarded
+    assert (await gw.post("/api/auth/echo")).status_code == 200
+    proxy.set_methods(MethodTable({"/api/auth/echo": ["get"], "/api/payments/{id}": ["get"]}))
+    r = await gw.post("/api/auth/echo", headers={"origin": "http://localhost:4200"})
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+    assert r.json()["error"] == {
+        "code": "METHOD_NOT_ALLOWED",
+        "message": "Method not allowed",
+        "requestId": r.headers["x-request-id"],
+    }
+    assert r.headers["access-control-allow-origin"] == "http://localhost:4200"
+    assert "ratelimit" not in r.headers  # before the rate limit
+    assert (await gw.get("/api/auth/echo")).status_code == 200
+    # before auth: no token needed to learn the methods of a Bearer path
+    r = await gw.delete("/api/payments/123")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+    assert (await gw.get("/api/payments/123")).status_code == 401  # declared: on to auth
+    assert (await gw.delete("/api/payments/1/2")).status_code == 401  # unknown: forwarded
+    # a preflight is still answered first
+    r = await gw.options(
+        "/api/auth/echo",
+        headers={"origin": "http://localhost:4200", "access-control-request-method": "POST"},
+    )
+    assert r.status_code == 204
+
+
 async def test_dead_upstream_502_then_open_circuit_503(app_client: Any, echo: EchoServer) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     gw = await app_client(

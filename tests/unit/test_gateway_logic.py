@@ -267,7 +267,8 @@ async def test_aggregator_caches_and_rebuilds_on_change() -> None:
     pools = build_pools(
         {"auth": ["http://a"], "payments": ["http://b"]}, threshold=5, open_seconds=1
     )
-    aggregator = OpenAPIAggregator(pools, ttl=3600)
+    tables: list[Any] = []
+    aggregator = OpenAPIAggregator(pools, ttl=3600, on_methods=tables.append)
     served = {"auth": _doc("auth", "A", "auth"), "payments": _doc("payments", "P", "payments")}
     fetches: list[str] = []
 
@@ -281,9 +282,15 @@ async def test_aggregator_caches_and_rebuilds_on_change() -> None:
     assert "/api/payments" in first["paths"]
     await aggregator.document()
     assert len(fetches) == 2  # cached within the TTL
+    # each merged document hands the proxy its method table (405 + Allow, api-contracts §1.4)
+    assert len(tables) == 1
+    assert tables[0].refusal("/api/payments", "DELETE") == "GET"
+    assert tables[0].refusal("/shared", "PUT") == "GET, POST"  # same path in two documents
+    assert tables[0].refusal("/api/payments/new", "DELETE") is None  # unknown yet: forwarded
     served["payments"]["paths"]["/api/payments/new"] = {"get": {"responses": {}}}
     aggregator.invalidate()  # e.g. the probe saw payments come back after a restart
     assert "/api/payments/new" in json.loads(await aggregator.document())["paths"]
+    assert len(tables) == 2 and tables[1].refusal("/api/payments/new", "DELETE") == "GET"
     del served["payments"]  # down: its last known document is kept
     aggregator.invalidate()
     assert "/api/payments/new" in json.loads(await aggregator.document())["paths"]

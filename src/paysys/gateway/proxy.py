@@ -162,7 +162,7 @@ class Proxy:
         # document: every method is forwarded and the service answers its own 405).
         self.methods: MethodTable | None = None
 
-    def set_methods(self, methods: MethodTable) -> None:
+    def set_methods(self, methods: MethodTable | None) -> None:
         self.methods = methods
 
     def start(self, limiter: RateLimiter) -> aiohttp.ClientSession:

@@ -54,6 +54,9 @@ def test_all_trusted_hops_give_the_left_most() -> None:
         ("203.0.113.9, [2001:db8::1", "10.0.0.5"),  # unclosed bracket
         ("203.0.113.9,, 10.1.1.1", "203.0.113.9"),  # empty list members are skipped
         ("unknown", "10.0.0.5"),
+        # a zone id is text of any length and content (`ipaddress` takes `fe80::1%<anything>`)
+        ("203.0.113.9, fe80::1%" + "x" * 5000, "10.0.0.5"),
+        ("fe80::1%eth0, 10.1.1.1", "10.1.1.1"),
     ],
 )
 def test_invalid_entries_end_the_walk(forwarded: str, client: str) -> None:

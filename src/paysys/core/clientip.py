@@ -10,7 +10,7 @@ simply whatever the client chose to send.
   right of it: the last address a trusted proxy vouched for. The client is always an address.
 - When every hop is trusted, the left-most is the client (a caller inside the trusted network).
 - Addresses are normalised: IPv6 compressed, IPv4-mapped IPv6 shown as IPv4, brackets and
-  ports removed.
+  ports removed. An IPv6 zone (`%eth0`, free text to Python's `ipaddress`) makes a hop invalid.
 
 Per-client limits key on `client_key(ip)`: the IPv4 address itself, or the /64 prefix of an
 IPv6 address, since one subscriber usually holds a whole /64.
@@ -48,6 +48,8 @@ def normalise(value: str) -> str | None:
         text = text[1:end]
     elif text.count(":") == 1:  # v4:port
         text = text.partition(":")[0]
+    if "%" in text:  # an IPv6 zone (`fe80::1%eth0`) is local to a host, and any text at all
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

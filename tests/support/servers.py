@@ -196,9 +196,9 @@ class Stack:
         env.update(extra_env or {})
         stack = cls(env, logdir)
         for name in names:
-            stack.services[name] = ServiceProcess(
-                name, ports[name], {**env, "PORT": str(ports[name])}, logdir / f"{name}.log"
-            )
+            # No PORT here: `paysys serve --port` alone must tell the app where it listens (the
+            # payment processor reports there), as in production.
+            stack.services[name] = ServiceProcess(name, ports[name], env, logdir / f"{name}.log")
         return stack
 
     def url(self, name: str = "gateway") -> str:

@@ -72,7 +72,10 @@ class Settings(BaseSettings):
 
     env: Literal["development", "test", "production"] = "development"
     service_name: str = "paysys"
+    # Where this process serves HTTP (`paysys serve` sets both to what it binds before the app
+    # is created); the payment processor reports its webhooks there.
     port: int | None = None
+    host: str | None = None
     log_level: str = "INFO"
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/paysys"

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from paysys.admin import audit, service
 from paysys.admin.schemas import (
+    AuditActionsResponse,
+    AuditLogListResponse,
     AuditSort,
     CreateUserBody,
     Order,
@@ -64,6 +66,7 @@ _AUDIT_PARAMS = frozenset(
         "order",
         "action",
         "actorId",
+        "userId",
         "resourceType",
         "resourceId",
         "startDate",
@@ -212,7 +215,30 @@ async def list_payments(request: Request, admin: AdminUser) -> Response:
 _ACTION_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
-@router.get("/audit-logs", summary="The audit trail (built from events)")
+def _actor_filter(actor_id: str | None, user_id: str | None) -> uuid.UUID | None:
+    """`actorId`, or its alias `userId` (the reference admin UI's name, api-contracts §5);
+    both may be sent only with the same id."""
+    actors: dict[str, uuid.UUID] = {}
+    for name, value in (("actorId", actor_id), ("userId", user_id)):
+        if value and value.strip():
+            try:
+                actors[name] = uuid.UUID(value.strip())
+            except ValueError:
+                raise ValidationFailed(name, "must be a UUID") from None
+    if len(set(actors.values())) > 1:
+        raise ValidationFailed("userId", "must equal actorId (it is its alias)")
+    return next(iter(actors.values()), None)
+
+
+@router.get(
+    "/audit-logs",
+    summary="The audit trail (built from events)",
+    description="The rows are under `auditLogs` and, for the reference admin UI, also under "
+    "`data`; each row also carries `userId`, `userName`, `userEmail`, `ipAddress`, "
+    "`timestamp` (api-contracts §5). `userId` filters like its alias `actorId`.",
+    response_model=None,
+    responses={200: {"model": AuditLogListResponse}},
+)
 async def list_audit_logs(
     request: Request,
     admin: AdminUser,
@@ -223,6 +249,9 @@ async def list_audit_logs(
     order: Order = "desc",
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor_id: Annotated[str | None, Query(alias="actorId", max_length=64)] = None,
+    user_id: Annotated[
+        str | None, Query(alias="userId", max_length=64, description="Alias of actorId")
+    ] = None,
     resource_type: Annotated[str | None, Query(alias="resourceType", max_length=32)] = None,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
     start_date: Annotated[str | None, Query(alias="startDate", max_length=64)] = None,
@@ -233,12 +262,7 @@ async def list_audit_logs(
         action = action.strip().upper()
         if not _ACTION_RE.match(action) or action not in await service.audit_actions(session):
             raise ValidationFailed("action", "must be one of GET /api/admin/audit-logs/actions")
-    actor = None
-    if actor_id:
-        try:
-            actor = uuid.UUID(actor_id.strip())
-        except ValueError:
-            raise ValidationFailed("actorId", "must be a UUID") from None
+    actor = _actor_filter(actor_id, user_id)
     if resource_type:
         resource_type = resource_type.strip().lower()
         if resource_type not in audit.RESOURCE_TYPES:
@@ -257,12 +281,19 @@ async def list_audit_logs(
     logs, total = await service.list_audit_logs(
         session, filters, page=page, limit=limit, sort=sort, order=order
     )
-    return ok(page_of("auditLogs", logs, page=page, limit=limit, total=total))
+    listed = page_of("auditLogs", logs, page=page, limit=limit, total=total)
+    # api-contracts §5 compatibility: the reference admin UI reads the rows from `data.data`.
+    return ok({"auditLogs": logs, "data": logs, "pagination": listed["pagination"]})
 
 
-@router.get("/audit-logs/actions", summary="Every audit action")
+@router.get(
+    "/audit-logs/actions",
+    summary="Every audit action (a lookup list: `data` is the array)",
+    response_model=None,
+    responses={200: {"model": AuditActionsResponse}},
+)
 async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok({"actions": await service.audit_actions(session)})
+    return ok(await service.audit_actions(session))
 
 
 # --- stats --------------------------------------------------------------------------------------

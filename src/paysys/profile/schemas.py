@@ -115,6 +115,10 @@ class ProfileOut(ResponseModel):
     id: uuid.UUID
     user_id: uuid.UUID
     phone_number: str | None
+    phone: str | None = Field(
+        description="= phoneNumber: a read-only alias (the reference UI reads it); write "
+        "phoneNumber"
+    )
     address: str | None
     avatar_url: str | None
     bio: str | None

@@ -99,9 +99,22 @@ _PROFILE_COLUMNS = (
 _COLUMNS = (*_PROFILE_COLUMNS, User.email, User.name, User.role)
 
 
+def with_aliases(profile: dict[str, Any]) -> dict[str, Any]:
+    """§6: `phone` (= `phoneNumber`, read-only, what the reference UI reads) right after
+    `phoneNumber`. Recomputed on every read, cached copies included (one cached by a version
+    without the alias gets it too)."""
+    shaped: dict[str, Any] = {}
+    for key, value in profile.items():
+        if key != "phone":
+            shaped[key] = value
+        if key == "phoneNumber":
+            shaped["phone"] = value
+    return shaped
+
+
 def profile_json(row: Row[Any]) -> dict[str, Any]:
     """The §6 profile without its `user` (preferences with the defaults filled in)."""
-    return {
+    profile = {
         "id": str(row.id),
         "userId": str(row.user_id),
         "phoneNumber": row.phone_number,
@@ -112,6 +125,7 @@ def profile_json(row: Row[Any]) -> dict[str, Any]:
         "createdAt": iso_z(row.created_at),
         "updatedAt": iso_z(row.updated_at),
     }
+    return with_aliases(profile)
 
 
 def to_json(row: Row[Any]) -> dict[str, Any]:
@@ -154,7 +168,7 @@ async def _read_through(
 ) -> dict[str, Any]:
     cached, generation = await cache.get(user_id)
     if cached is not None:
-        return cached
+        return with_aliases(cached)
     stmt = (
         select(*_COLUMNS).join(User, User.id == Profile.user_id).where(Profile.user_id == user_id)
     )

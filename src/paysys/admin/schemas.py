@@ -76,9 +76,7 @@ class AuditLogOut(ResponseModel):
     created_at: datetime
     user_id: uuid.UUID | None = Field(description="= actorId (compatibility)")
     user_name: str | None = Field(description="= actor.name, null without actor (compatibility)")
-    user_email: str | None = Field(
-        description="= actor.email, null without actor (compatibility)"
-    )
+    user_email: str | None = Field(description="= actor.email, null without actor (compatibility)")
     ip_address: str | None = Field(description="= ip (compatibility)")
     timestamp: datetime = Field(description="= createdAt (compatibility)")
 

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from paysys.auth import lockout
 from paysys.auth.models import AttemptLog, LoginThrottle
+from paysys.core.config import Settings, parse_duration
 from paysys.core.logging import get_logger
 from paysys.core.tokens import Clock
 
@@ -190,6 +191,26 @@ class Throttles:
         self._lockout = redis.register_script(LOCKOUT_LUA)
         self._window = redis.register_script(WINDOW_LUA)
         self._down_until = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        redis: Redis,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+    ) -> Throttles:
+        """The settings' numbers (`LOCKOUT_*`, `PASSWORD_CHANGE_*`): every process that signs
+        users in (auth, `db studio`) counts with the same rules in the same keys."""
+        window = parse_duration(settings.password_change_window)
+        return cls(
+            redis,
+            sessionmaker,
+            lockout.Policy.from_settings(settings),
+            change_max=settings.password_change_max,
+            change_window_ms=int(window.total_seconds() * 1000),
+            clock=clock,
+        )
 
     # -- Redis first, PostgreSQL when it cannot answer ------------------------------------------
 

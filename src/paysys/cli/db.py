@@ -108,11 +108,21 @@ def studio(
     port: int = typer.Option(5555, help="Port of the GUI"),
     host: str = typer.Option("127.0.0.1", help="Interface to bind"),
 ) -> None:
-    """Open the database GUI (sqladmin) at http://localhost:5555; log in as an ADMIN user."""
+    """Open the database GUI at http://localhost:5555; sign in with an ADMIN account.
+
+    Secret columns are hidden, most tables are read-only, and with ENV=production it starts
+    only when STUDIO_ENABLED=true."""
+    from paysys.core.logging import configure_logging
     from paysys.db import studio as studio_module
 
-    console.print(f"studio on http://{host}:{port}/admin/ (log in with an ADMIN account)")
-    studio_module.run(port=port, host=host)
+    settings = Settings()
+    try:
+        studio_module.check_allowed(settings)
+    except studio_module.StudioRefused as exc:
+        raise _fail(str(exc)) from exc
+    configure_logging("studio", settings.log_level, json_output=settings.is_production)
+    console.print(f"studio on http://{host}:{port}/ (sign in with an ADMIN account)")
+    studio_module.run(port=port, host=host, settings=settings)
 
 
 @app.command()

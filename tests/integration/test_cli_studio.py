@@ -413,9 +413,29 @@ def test_studio_command_serves_on_its_port(seeded_db: str, tmp_path: Path) -> No
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/login"), 60, "studio up")
-        page = httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
-        assert "paysys studio" in page.text
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_ok(f"{base}/login"), 60, "studio up")
+        with httpx.Client(base_url=base, timeout=10) as client:
+            page = client.get("/login")
+            assert "paysys studio" in page.text
+            # A client's own X-Forwarded-For is not believed (no TRUSTED_PROXIES): five
+            # "addresses" are one, and it is locked out.
+            token = CSRF_RE.search(page.text).group(1)  # type: ignore[union-attr]
+            form = {"email": f"nobody-{uuid.uuid4().hex[:8]}@example.com", "password": "Nope-12345"}
+            statuses = [
+                client.post(
+                    "/login", data={**form, "csrf_token": token}, headers={"X-Forwarded-For": ip}
+                ).status_code
+                for ip in (
+                    "198.51.100.1",
+                    "198.51.100.2",
+                    "198.51.100.3",
+                    "198.51.100.4",
+                    "198.51.100.5",
+                    "198.51.100.6",
+                )
+            ]
+            assert statuses == [401] * 5 + [423]
     finally:
         assert stop_process(proc, signal.SIGINT) == 0
     assert f"studio on http://127.0.0.1:{port}/" in flat(log.read_text())

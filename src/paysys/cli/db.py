@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 
@@ -112,6 +113,9 @@ def studio(
 
     Secret columns are hidden, most tables are read-only, and with ENV=production it starts
     only when STUDIO_ENABLED=true."""
+    import uvicorn
+
+    from paysys.cli.serve import server_options
     from paysys.core.logging import configure_logging
     from paysys.db import studio as studio_module
 
@@ -121,8 +125,13 @@ def studio(
     except studio_module.StudioRefused as exc:
         raise _fail(str(exc)) from exc
     configure_logging("studio", settings.log_level, json_output=settings.is_production)
+    studio_app = studio_module.create_app(settings, host)
+    # Served like every paysys process (core.serving limits); above all proxy_headers off: a
+    # client's own X-Forwarded-For must not pick the address the lockout counts against.
+    options = {**server_options(host, port, settings), "factory": False}
     console.print(f"studio on http://{host}:{port}/ (sign in with an ADMIN account)")
-    studio_module.run(port=port, host=host, settings=settings)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal stop: exit 0
+        uvicorn.Server(uvicorn.Config(studio_app, **options)).run()
 
 
 @app.command()

@@ -14,6 +14,6 @@ Modules: `app` (the Starlette app, start-up checks), `auth` (session, CSRF, sign
 (what is shown and what may change), `views` (the pages), `templates/`.
 """
 
-from paysys.db.studio.app import DEFAULT_PORT, StudioRefused, check_allowed, create_app, run
+from paysys.db.studio.app import DEFAULT_PORT, StudioRefused, check_allowed, create_app
 
-__all__ = ["DEFAULT_PORT", "StudioRefused", "check_allowed", "create_app", "run"]
+__all__ = ["DEFAULT_PORT", "StudioRefused", "check_allowed", "create_app"]

@@ -1,4 +1,4 @@
-"""The studio's Starlette app and its start-up checks (`paysys db studio`)."""
+"""The studio's Starlette app and its start-up checks (`paysys db studio` serves it)."""
 
 from __future__ import annotations
 
@@ -122,11 +122,3 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Sta
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     app.state.throttles = Throttles.from_settings(redis, sessionmaker, settings, now_ms)
     return app
-
-
-def run(
-    port: int = DEFAULT_PORT, host: str = "127.0.0.1", settings: Settings | None = None
-) -> None:
-    import uvicorn
-
-    uvicorn.run(create_app(settings, host), host=host, port=port, log_level="info")

@@ -107,13 +107,16 @@ async def admin(browser: Browser) -> Browser:
 # --- sign-in ---------------------------------------------------------------------------------
 
 
-async def test_only_admins_sign_in(browser: Browser) -> None:
+async def test_only_admins_sign_in(browser: Browser, seeded_db: str) -> None:
     home = await browser.get("/")
     assert home.status_code == 303 and home.headers["location"] == "/login"
     assert (await browser.get("/tables/users")).status_code == 303
 
+    logins = "SELECT count(*) FROM outbox WHERE type = 'user.logged_in'"
+    before = await fetch(seeded_db, logins)
     customer = await browser.sign_in(CUSTOMER)
     assert customer.status_code == 403 and "Only ADMIN accounts" in customer.text
+    assert await fetch(seeded_db, logins) == before  # refused: no USER_LOGIN in the audit
     wrong = await browser.sign_in(ADMIN, "WrongPassword123!")
     assert wrong.status_code == 401 and "Invalid email or password" in wrong.text
     missing = await browser.post("/login", {"csrf_token": await browser.csrf()})
@@ -122,6 +125,7 @@ async def test_only_admins_sign_in(browser: Browser) -> None:
 
     ok = await browser.sign_in("ADMIN@example.com")
     assert ok.status_code == 303 and ok.headers["location"] == "/"
+    assert await fetch(seeded_db, logins) == before + 1  # type: ignore[operator]
     index = await browser.get("/")
     assert index.status_code == 200
     assert ADMIN in index.text and "/tables/users" in index.text

@@ -280,13 +280,18 @@ async def check_credentials(
     email: str,
     password: str,
     client: ClientInfo,
+    role: str | None = None,
 ) -> User:
     """A sign-in without tokens (`paysys db studio`): the same lockout, shared counts, timing
     and answers as `login` (401 INVALID_CREDENTIALS, 423 ACCOUNT_LOCKED); the verified, active
-    user. The caller decides what the user's role allows."""
+    user. With `role`, a user of another role is returned without a `user.logged_in` event
+    (the caller refuses them)."""
 
     async def finish(user: User) -> User:
-        await _logged_in(session, user, client)
+        if role is None or user.role == role:
+            await _logged_in(session, user, client)
+        else:
+            await session.commit()  # the hash upgrade, if any; releases the row lock
         return user
 
     return await _sign_in(session, throttles, email, password, client, finish)

@@ -81,7 +81,12 @@ async def sign_in(request: Request, email: str, password: str) -> None:
     async with state.sessionmaker() as session:
         try:
             user = await auth_service.check_credentials(
-                session, state.throttles, email=email, password=password, client=client
+                session,
+                state.throttles,
+                email=email,
+                password=password,
+                client=client,
+                role="ADMIN",
             )
         except AppError as exc:
             raise SignInRefused(exc.status, exc.message, exc.headers) from None

@@ -443,3 +443,15 @@ def test_studio_command_serves_on_its_port(seeded_db: str, tmp_path: Path) -> No
     finally:
         assert stop_process(proc, signal.SIGINT) == 0
     assert f"studio on http://127.0.0.1:{port}/" in flat(log.read_text())
+
+
+async def test_values_are_escaped(admin: Browser, seeded_db: str) -> None:
+    rename = "UPDATE users SET name = $1 WHERE email = $2"
+    old = await fetch(seeded_db, "SELECT name FROM users WHERE email = $1", CUSTOMER)
+    await fetch(seeded_db, rename, "<script>alert(1)</script>", CUSTOMER)
+    try:
+        page = await admin.get("/tables/users")
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        assert "<script>" not in page.text
+    finally:
+        await fetch(seeded_db, rename, old, CUSTOMER)

@@ -35,7 +35,8 @@ MAX_BASE64 = -(-MAX_DECODED // 3) * 4
 MAX_SIDE = 512
 # A few bytes of PNG or GIF can declare a huge canvas (a decompression bomb): refuse anything
 # over 40 megapixels (a 48 MP phone photo is scaled down on decode, see `_decode`) before
-# decoding. Pillow's own guard is set to the same value for anything that slips past ours.
+# decoding. Pillow's own guard is set to the same value (it warns above it, and refuses to open
+# twice as many).
 MAX_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 WEBP_QUALITY = 85
@@ -43,6 +44,7 @@ THREADS = 2
 # Declared media subtype → the format Pillow must detect (nothing else is even tried).
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 TYPE_RULE = "image type must be png, jpeg, webp or gif"
+PIXELS_RULE = f"image must be at most {MAX_PIXELS // 1_000_000} megapixels"
 
 DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -149,6 +151,8 @@ def _detect(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data), formats=list(FORMATS.values())) as probe:
             return str(probe.format)
+    except Image.DecompressionBombError:  # over twice MAX_PIXELS: Pillow refuses to open it
+        raise _refuse(PIXELS_RULE) from None
     except Exception:  # not an image of an allowed type (SVG, HTML, text, zip, …)
         raise _refuse(f"is not an image ({TYPE_RULE})") from None
 
@@ -157,7 +161,7 @@ def _decode(data: bytes, fmt: str) -> Image.Image:
     """Verify, then fully decode (a truncated image fails here) and keep only the pixels."""
     with Image.open(io.BytesIO(data), formats=[fmt]) as probe:
         if probe.width * probe.height > MAX_PIXELS:
-            raise _refuse(f"image must be at most {MAX_PIXELS // 1_000_000} megapixels")
+            raise _refuse(PIXELS_RULE)
         probe.verify()  # structure and checksums (PNG CRCs) without decoding
     with Image.open(io.BytesIO(data), formats=[fmt]) as source:
         if fmt == "JPEG":

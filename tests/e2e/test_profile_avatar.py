@@ -5,7 +5,6 @@ the 8 MiB body limit of the profile update only; the audit row; removal with the
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import re
 import time
@@ -118,8 +117,8 @@ async def test_avatar_upload_round_trip(stack: Stack) -> None:
             headers=headers,
         )
         assert r.status_code == 200, r.text
-        new_etag = AVATAR_URL.fullmatch(r.json()["data"]["avatarUrl"]).group(2)  # type: ignore[union-attr]
-        assert new_etag != etag
+        replaced = AVATAR_URL.fullmatch(r.json()["data"]["avatarUrl"])
+        assert replaced is not None and replaced.group(2) != etag
         stale = await client.get(avatar_path, headers={"If-None-Match": f'"{etag}"'})
         assert stale.status_code == 200
         image = _webp(stale.content)

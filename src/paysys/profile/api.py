@@ -153,6 +153,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 @public_router.get(
     "/avatar/{userId}",
     summary="A user's uploaded avatar (public: no token)",
+    operation_id="get_avatar",
     description=(
         "The image stored by an avatar upload (`avatarUrl` as a data URL), re-encoded to WebP "
         "of at most 512x512 without metadata. Public, cacheable for a day, versioned by "
@@ -177,7 +178,9 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     },
 )
 async def get_avatar(
-    request: Request, session: SessionDep, user_id: Annotated[str, Path(alias="userId")]
+    request: Request,
+    session: SessionDep,
+    user_id: Annotated[str, Path(alias="userId", description="The user's id (a UUID)")],
 ) -> Response:
     found = await service.find_avatar(session, parse_uuid(user_id, *AVATAR_NOT_FOUND))
     if found is None:

@@ -33,7 +33,6 @@ AvatarUrl = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "description": AVATAR_URL_RULE,
             "anyOf": [
                 {"maxLength": rules.MAX_URL_LENGTH},
                 {

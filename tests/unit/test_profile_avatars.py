@@ -121,3 +121,11 @@ def test_decompression_bombs_are_refused_before_decoding() -> None:
 def test_process_runs_in_the_avatar_pool() -> None:
     avatar = asyncio.run(avatars.process(_upload(png(32, 32))))
     assert _webp(avatar).size == (32, 32)
+
+
+def test_unusable_orientation_metadata_keeps_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(image: Image.Image) -> Image.Image:
+        raise SyntaxError("bad EXIF")
+
+    monkeypatch.setattr(avatars.ImageOps, "exif_transpose", broken)
+    assert _webp(avatars.reencode(_upload(jpeg_with_gps(600, 300), "jpeg"))).size == (512, 256)

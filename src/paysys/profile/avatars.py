@@ -157,6 +157,15 @@ def _detect(data: bytes) -> str:
         raise _refuse(f"is not an image ({TYPE_RULE})") from None
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation before EXIF is dropped. A malformed EXIF block is only
+    metadata: the image is kept as stored rather than refused."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        return image
+
+
 def _decode(data: bytes, fmt: str) -> Image.Image:
     """Verify, then fully decode (a truncated image fails here) and keep only the pixels."""
     with Image.open(io.BytesIO(data), formats=[fmt]) as probe:
@@ -168,7 +177,7 @@ def _decode(data: bytes, fmt: str) -> Image.Image:
             # Let libjpeg scale by 1/2…1/8 while decoding: big photos cost a fraction.
             source.draft("RGB", (MAX_SIDE, MAX_SIDE))
         source.load()
-        upright = ImageOps.exif_transpose(source)  # before EXIF (orientation) is dropped
+        upright = _upright(source)
         upright.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
         alpha = "A" in upright.getbands() or "transparency" in upright.info
         pixels = upright.convert("RGBA" if alpha else "RGB")

@@ -182,8 +182,9 @@ async def test_avatar_refusals_and_body_limits(stack: Stack) -> None:
         # A ~7 MiB body passes the profile route's 8 MiB limit (then the 5 MiB rule: 400) ...
         seven = '{"avatarUrl": "data:image/png;base64,' + "A" * (7 * MIB) + '"}'
         json_headers = {**headers, "content-type": "application/json"}
-        r = await client.put("/api/profile", content=seven, headers=json_headers)
-        _refusal(r, "at most 5 MiB")
+        for method in ("PUT", "PATCH"):
+            r = await client.request(method, "/api/profile", content=seven, headers=json_headers)
+            _refusal(r, "at most 5 MiB")
         # ... the same body anywhere else is over 1 MiB: 413.
         r = await client.put("/api/profile/preferences", content=seven, headers=json_headers)
         assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"

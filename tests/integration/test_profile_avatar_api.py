@@ -67,6 +67,13 @@ async def test_stored_image_follows_avatar_url(app_client: Any) -> None:
     weak = await client.get(path, headers={"If-None-Match": f'"x", W/"{etag}"'})
     assert weak.status_code == 304
 
+    # Only the caller's own current path is accepted back.
+    foreign = path.replace(str(user.id), "0b6f4f1e-8d7e-4c1a-9a57-3f3c8e1f2a10")
+    r = await client.patch("/api/profile", json={"avatarUrl": foreign}, headers=user.headers)
+    assert r.status_code == 400 and r.json()["error"]["details"][0]["field"] == "avatarUrl"
+    r = await client.patch("/api/profile", json={"avatarUrl": path}, headers=user.headers)
+    assert r.status_code == 200 and r.json()["data"]["avatarUrl"] == path
+
     # The same image again: same version, no change, no event.
     again = await client.patch(
         "/api/profile", json={"avatarUrl": data_url(png(64, 64))}, headers=user.headers

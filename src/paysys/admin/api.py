@@ -329,6 +329,15 @@ async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
     return ok({"config": await service.config_list(session)})
 
 
+# Rules JSON Schema cannot express (api-contracts §10), named in the operations' descriptions.
+_CONFIG_RULES = (
+    "Values are validated per key (api-contracts §5, §10). `payment.minAmount`/"
+    "`payment.maxAmount`: USD limits, decimal strings with 2 decimals. "
+    "`payment.minAmount.<CUR>`/`payment.maxAmount.<CUR>` (CUR an upper-case ISO 4217 code the "
+    "service supports): that currency's limits, decimal strings with its minor-unit digits, "
+    "`null` unsets one. Min ≤ max for each currency (and for the unsuffixed pair). "
+    "Unknown keys: 400 in the map, 404 `CONFIG_KEY_NOT_FOUND` as a path."
+)
 _CONFIG_MAP_DOC = {
     "requestBody": {
         "required": True,
@@ -339,7 +348,11 @@ _CONFIG_MAP_DOC = {
                     "description": "configuration key → new value (all or nothing)",
                     "additionalProperties": True,
                 },
-                "example": {"payment.minAmount": "1.00", "payment.maxAmount": "50000.00"},
+                "example": {
+                    "payment.minAmount": "1.00",
+                    "payment.maxAmount": "50000.00",
+                    "payment.maxAmount.KWD": "15000.000",
+                },
             }
         },
     }
@@ -365,6 +378,7 @@ _CONFIG_VALUE_DOC = {
 @router.put(
     "/config",
     summary="Set several configuration keys at once (all or nothing)",
+    description=_CONFIG_RULES,
     openapi_extra=_CONFIG_MAP_DOC,
 )
 async def put_config(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
@@ -380,7 +394,12 @@ async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dic
     return ok(await service.config_entry(session, key))
 
 
-@router.put("/config/{key}", summary="Set one configuration key", openapi_extra=_CONFIG_VALUE_DOC)
+@router.put(
+    "/config/{key}",
+    summary="Set one configuration key",
+    description=_CONFIG_RULES,
+    openapi_extra=_CONFIG_VALUE_DOC,
+)
 async def put_config_key(
     key: str, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from paysys.auth import lockout
 from paysys.auth.models import AttemptLog, LoginThrottle
+from paysys.core.config import Settings, parse_duration
 from paysys.core.logging import get_logger
 from paysys.core.redis_outage import RedisOutage
 from paysys.core.tokens import Clock
@@ -187,6 +188,26 @@ class Throttles:
         self._window = redis.register_script(WINDOW_LUA)
         self.outage = RedisOutage(
             "lockout counting in PostgreSQL: Redis unavailable", "lockout counting in Redis again"
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        redis: Redis,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+    ) -> Throttles:
+        """The settings' numbers (`LOCKOUT_*`, `PASSWORD_CHANGE_*`): every process that signs
+        users in (auth, `db studio`) counts with the same rules in the same keys."""
+        window = parse_duration(settings.password_change_window)
+        return cls(
+            redis,
+            sessionmaker,
+            lockout.Policy.from_settings(settings),
+            change_max=settings.password_change_max,
+            change_window_ms=int(window.total_seconds() * 1000),
+            clock=clock,
         )
 
     # -- Redis first, PostgreSQL when it cannot answer ------------------------------------------

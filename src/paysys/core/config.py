@@ -167,6 +167,8 @@ class Settings(BaseSettings):
     idempotency_wait_ms: int = 5000
 
     studio_session_secret: str = DEFAULT_ADMIN_SESSION_SECRET
+    # `paysys db studio` refuses to start with ENV=production unless this is true.
+    studio_enabled: bool = False
     background_workers: bool = True
     health_timeout: float = 2.0
     # Readiness/health results are shared for this long (one probe per dependency per period).

@@ -9,7 +9,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install dev test lint fmt typecheck bench clean
+.PHONY: install browser dev test lint fmt typecheck bench clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,17 @@ dev: install
 	$(PAYSYS) setup
 	$(PAYSYS) dev
 
-test: install
+# The studio's browser test drives Debian's chromium (playwright's own browser downloads are
+# not used): installed here when missing, as root (CI), else the command to run is printed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is missing: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
+	  fi; }
+
+test: install browser
 	$(PAYSYS) infra start
 	$(MAKE) --no-print-directory lint typecheck
 	$(PY) -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90

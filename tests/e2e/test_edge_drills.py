@@ -175,6 +175,23 @@ async def create_and_list(
     return seen, failures
 
 
+async def admin_report_with_redis_down(client: httpx.AsyncClient) -> dict[str, Any]:
+    """`GET /api/admin/health` through the gateway once every service reports itself degraded
+    (each shares its readiness for 1 s); bounded to 15 s."""
+    admin = await support.make_user("ADMIN")
+    services = ("authService", "paymentsService", "adminService", "profileService")
+    deadline = time.monotonic() + 15
+    while True:
+        r = await client.get("/api/admin/health", headers=admin.headers)
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()["data"]
+        assert data["services"]["redis"] == "unhealthy", data
+        if all(data["services"][name] == "degraded" for name in services):
+            return data
+        assert time.monotonic() < deadline, data
+        await asyncio.sleep(0.2)
+
+
 async def test_redis_down_for_15_s_keeps_payments_working_and_everyone_ready(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
@@ -203,6 +220,10 @@ async def test_redis_down_for_15_s_keeps_payments_working_and_everyone_ready(
                     readiness[f"{name} {ready.status_code}"] += 1
                     assert ready.status_code == 200, (name, ready.text)
                     assert ready.json()["data"]["checks"]["redis"]["status"] == "down"
+            # The admin's system report agrees (it said `unhealthy` before).
+            report = await admin_report_with_redis_down(client)
+            assert report["status"] == "degraded", report
+            assert report["services"]["database"] == "healthy"
             await asyncio.to_thread(redis.start)
             _, failures = await create_and_list(client, bob, 1.0)
             assert not failures, failures

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from paysys.admin.audit import ACTIONS, record_audit
+from paysys.admin.schemas import AuditActionsResponse, AuditLogListResponse
 from tests.support.admin import admin_and_token, event, fetch, insert_user, poll
 
 
@@ -131,8 +132,19 @@ async def test_audit_list_shape_filters_and_actor(client) -> None:  # type: igno
         "correlationId",
         "eventId",
         "createdAt",
+        "userId",
+        "userName",
+        "userEmail",
+        "ipAddress",
+        "timestamp",
     }
     assert role["actor"] == {"id": str(admin["id"]), "email": admin["email"], "name": "Ada Admin"}
+    # §5 compatibility names (the reference admin UI): the rows also under `data`.
+    assert data["data"] == logs
+    AuditLogListResponse.model_validate(r.json())  # the documented (OpenAPI) shape
+    assert role["userId"] == str(admin["id"]) == role["actorId"]
+    assert (role["userName"], role["userEmail"]) == ("Ada Admin", admin["email"])
+    assert role["timestamp"] == role["createdAt"] == "2026-03-11T12:00:00.000Z"
     assert role["details"] == {
         "userId": str(customer["id"]),
         "oldRole": "CUSTOMER",
@@ -142,6 +154,8 @@ async def test_audit_list_shape_filters_and_actor(client) -> None:  # type: igno
     assert role["createdAt"] == "2026-03-11T12:00:00.000Z"
     failed = logs[0]
     assert failed["actorId"] is None and failed["actor"] is None and failed["ip"] == "10.1.1.1"
+    assert failed["userId"] is None and failed["userName"] is None and failed["userEmail"] is None
+    assert failed["ipAddress"] == "10.1.1.1"
     assert logs[1]["resourceType"] == "config" and logs[1]["resourceId"] == "payment.maxAmount"
 
     async def actions(**params: str) -> list[str]:
@@ -152,6 +166,13 @@ async def test_audit_list_shape_filters_and_actor(client) -> None:  # type: igno
     assert await actions(action="PAYMENT_CREATED") == ["PAYMENT_CREATED"]
     assert await actions(action="payment_created") == ["PAYMENT_CREATED"]
     assert await actions(actorId=str(admin["id"])) == ["SYSTEM_CONFIG_CHANGED", "USER_ROLE_CHANGED"]
+    # `userId` is an alias of `actorId` (both only with the same id).
+    assert await actions(userId=str(admin["id"])) == ["SYSTEM_CONFIG_CHANGED", "USER_ROLE_CHANGED"]
+    same = str(admin["id"])
+    assert await actions(actorId=same, userId=same) == [
+        "SYSTEM_CONFIG_CHANGED",
+        "USER_ROLE_CHANGED",
+    ]
     assert await actions(resourceType="user", resourceId=str(customer["id"])) == [
         "USER_ROLE_CHANGED",
         "USER_REGISTERED",
@@ -178,6 +199,8 @@ BAD_AUDIT_QUERIES = [
     {"action": "NOT_AN_ACTION"},
     {"action": "drop table"},
     {"actorId": "nope"},
+    {"userId": "nope"},
+    {"actorId": str(uuid.uuid4()), "userId": str(uuid.uuid4())},
     {"resourceType": "planet"},
     {"startDate": "yesterday"},
     {"endDate": "2026-13-01"},
@@ -199,18 +222,24 @@ async def test_audit_list_rejects_bad_filters(client) -> None:  # type: ignore[n
         r = await client.get("/api/admin/audit-logs", headers=headers, params=params)
         assert r.status_code == 400, (params, r.text)
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+    bad_alias = {"userId": "nope"}
+    r = await client.get("/api/admin/audit-logs", headers=headers, params=bad_alias)
+    assert r.json()["error"]["message"] == "userId: must be a UUID"
+    both = {"actorId": str(uuid.uuid4()), "userId": str(uuid.uuid4())}
+    r = await client.get("/api/admin/audit-logs", headers=headers, params=both)
+    assert r.json()["error"]["message"] == "userId: must equal actorId (it is its alias)"
 
 
 async def test_actions_lists_the_contract_and_newer_ones(client) -> None:  # type: ignore[no-untyped-def]
     _, headers = await admin_and_token()
     r = await client.get("/api/admin/audit-logs/actions", headers=headers)
     assert r.status_code == 200
-    assert r.json()["data"]["actions"] == list(ACTIONS)
+    # A lookup list: `data` is the array itself (api-contracts §5).
+    assert r.json()["data"] == list(ACTIONS)
+    AuditActionsResponse.model_validate(r.json())
     assert len(ACTIONS) == 17
     await record(event("widget.exploded", {"widgetId": "w1"}))
-    actions = (await client.get("/api/admin/audit-logs/actions", headers=headers)).json()["data"][
-        "actions"
-    ]
+    actions = (await client.get("/api/admin/audit-logs/actions", headers=headers)).json()["data"]
     assert actions[-1] == "WIDGET_EXPLODED"
     r = await client.get(
         "/api/admin/audit-logs", headers=headers, params={"action": "WIDGET_EXPLODED"}

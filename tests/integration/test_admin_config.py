@@ -89,7 +89,7 @@ async def test_put_one_key_stores_canonical_value_and_emits(client) -> None:  # 
             assert await sysconfig.get_value(session, "payment.maxAmount") == "5000.00"
             assert await sysconfig.get_value(session, "maintenance.enabled") is False
             assert await sysconfig.get_value(session, "nope") is None
-            assert await sysconfig.amount_limits(session) == (Decimal("10.50"), Decimal("5000"))
+            assert await sysconfig.amount_limits(session) == {"USD": (1050, 500000)}
     finally:
         await engine.dispose()
 
@@ -232,3 +232,118 @@ async def test_concurrent_updates_keep_min_le_max(client) -> None:  # type: igno
         rows = await fetch("SELECT key, value FROM system_config")
         values = {r["key"]: Decimal(json.loads(r["value"])) for r in rows}
         assert values["payment.minAmount"] <= values["payment.maxAmount"]
+
+
+# --- per-currency payment limits (api-contracts §10) ------------------------------------------
+
+
+async def test_per_currency_limits_are_accepted_listed_and_unset(client) -> None:  # type: ignore[no-untyped-def]
+    admin, headers = await admin_and_token()
+    r = await client.put(
+        "/api/admin/config",
+        headers={**headers, "content-type": "application/json"},
+        content=b'{"payment.maxAmount.KWD": 1000, "payment.minAmount.JPY": "100",'
+        b' "payment.maxAmount.EUR": 12.5}',
+    )
+    assert r.status_code == 200, r.text
+    entries = {e["key"]: e for e in r.json()["data"]["config"]}
+    assert {k: e["value"] for k, e in entries.items()} == {
+        "payment.maxAmount.KWD": "1000.000",  # the currency's minor-unit digits
+        "payment.minAmount.JPY": "100",
+        "payment.maxAmount.EUR": "12.50",
+    }
+    kwd = entries["payment.maxAmount.KWD"]
+    assert kwd["defaultValue"] is None and kwd["isDefault"] is False
+    assert kwd["updatedBy"] == str(admin["id"]) and "KWD" in kwd["description"]
+    # The list shows the fixed keys and the per-currency keys that are set, sorted.
+    r = await client.get("/api/admin/config", headers=headers)
+    keys = [e["key"] for e in r.json()["data"]["config"]]
+    assert keys == sorted([*sysconfig.KEYS, *entries])
+    # Any supported currency's key can be read, set or not.
+    r = await client.get("/api/admin/config/payment.minAmount.GBP", headers=headers)
+    assert r.status_code == 200
+    assert r.json()["data"] | {"description": ""} == {
+        "key": "payment.minAmount.GBP",
+        "value": None,
+        "defaultValue": None,
+        "description": "",
+        "isDefault": True,
+        "updatedAt": None,
+        "updatedBy": None,
+    }
+    # null unsets a per-currency key (back to no limit of its own), with its event.
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount.KWD", headers=headers, json={"value": None}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["value"] is None and r.json()["data"]["isDefault"] is True
+    assert await fetch("SELECT key FROM system_config WHERE key = 'payment.maxAmount.KWD'") == []
+    r = await client.put(  # unsetting what is not set changes nothing
+        "/api/admin/config/payment.maxAmount.KWD", headers=headers, json={"value": None}
+    )
+    assert r.status_code == 200
+    events = [e["data"] for e in await config_events()]
+    assert events[-1] == {
+        "key": "payment.maxAmount.KWD",
+        "oldValue": "1000.000",
+        "newValue": None,
+    }
+    assert len(events) == 4
+
+
+BAD_CURRENCY_LIMITS = [
+    ({"payment.maxAmount.XYZ": "10"}, "payment.maxAmount.XYZ", "ISO 4217"),
+    ({"payment.maxAmount.kwd": "10"}, "payment.maxAmount.kwd", "upper case"),
+    ({"payment.maxAmount.KWD": "10.0001"}, "payment.maxAmount.KWD", "3 decimal places"),
+    ({"payment.minAmount.JPY": "10.5"}, "payment.minAmount.JPY", "whole number"),
+    ({"payment.maxAmount.KWD": "0"}, "payment.maxAmount.KWD", "greater than 0"),
+    ({"payment.maxAmount.KWD": "1e3"}, "payment.maxAmount.KWD", "exponent"),
+    ({"payment.maxAmount.KWD": "100000000.001"}, "payment.maxAmount.KWD", "must not exceed"),
+    (
+        {"payment.minAmount.KWD": "10.000", "payment.maxAmount.KWD": "9.999"},
+        "payment.minAmount.KWD",
+        "must not be greater than payment.maxAmount.KWD",
+    ),
+    (
+        {"payment.minAmount.USD": "1000.01"},  # above the unsuffixed (USD) max of 1000.00
+        "payment.minAmount.USD",
+        "must not be greater than payment.maxAmount",
+    ),
+]
+
+
+async def test_bad_per_currency_limits_are_400(client) -> None:  # type: ignore[no-untyped-def]
+    _, headers = await admin_and_token()
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount", headers=headers, json={"value": "1000"}
+    )
+    assert r.status_code == 200
+    before = len(await config_events())
+    for changes, field, message in BAD_CURRENCY_LIMITS:
+        r = await client.put("/api/admin/config", headers=headers, json=changes)
+        assert r.status_code == 400, (changes, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert error["details"][0]["field"] == field
+        assert message in error["message"], (changes, error["message"])
+    # The one-key route: unknown keys are 404 there, bad values 400.
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount.XYZ", headers=headers, json={"value": "1"}
+    )
+    assert r.status_code == 404 and r.json()["error"]["code"] == "CONFIG_KEY_NOT_FOUND"
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount.JPY", headers=headers, json={"value": "1.5"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    # A per-currency max below the min of the same currency, set one key at a time.
+    r = await client.put(
+        "/api/admin/config/payment.minAmount.KWD", headers=headers, json={"value": "5"}
+    )
+    assert r.status_code == 200
+    r = await client.put(
+        "/api/admin/config/payment.maxAmount.KWD", headers=headers, json={"value": "4.999"}
+    )
+    assert r.status_code == 400 and "payment.minAmount.KWD" in r.json()["error"]["message"]
+    assert len(await config_events()) == before + 1  # only the good KWD minimum
+    rows = await fetch("SELECT key FROM system_config ORDER BY key")
+    assert [row["key"] for row in rows] == ["payment.maxAmount", "payment.minAmount.KWD"]

@@ -18,9 +18,10 @@ SERVICES = ("authService", "paymentsService", "adminService", "profileService")
 class FakeService:
     """A real HTTP server answering /health/ready with a chosen status after a delay."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(self, status: int = 200, delay: float = 0.0, body: object = None) -> None:
         self.status = status
         self.delay = delay
+        self.body = body
         self.port = free_port()
         self.runner: web.AppRunner | None = None
 
@@ -30,7 +31,10 @@ class FakeService:
 
     async def _ready(self, _: web.Request) -> web.Response:
         await asyncio.sleep(self.delay)
-        return web.json_response({"success": self.status == 200}, status=self.status)
+        if isinstance(self.body, bytes):
+            return web.Response(body=self.body, status=self.status)
+        body = {"success": self.status == 200} if self.body is None else self.body
+        return web.json_response(body, status=self.status)
 
     async def start(self) -> None:
         app = web.Application()
@@ -51,6 +55,21 @@ async def fakes() -> AsyncIterator[dict[str, FakeService]]:
         "up2": FakeService(),
         "not_ready": FakeService(status=503),
         "slow": FakeService(delay=2.0),
+        # What a service answers with Redis down (§7): ready, but degraded.
+        "degraded": FakeService(
+            body={
+                "success": True,
+                "data": {
+                    "status": "degraded",
+                    "service": "payments",
+                    "checks": {
+                        "database": {"status": "up", "latencyMs": 1.0},
+                        "redis": {"status": "down", "latencyMs": 0.5},
+                    },
+                },
+            }
+        ),
+        "odd": FakeService(body=b"ok"),  # 200 without our body: ready is all it says
     }
     for fake in made.values():
         await fake.start()
@@ -125,17 +144,20 @@ async def test_unknown_when_no_url(app_client, clean_state, fakes) -> None:  # t
     assert data["status"] == "degraded"
 
 
-async def test_redis_down_is_unhealthy_but_200(
+async def test_redis_down_is_degraded_not_unhealthy(
     app_client, clean_state, fakes, redis_server
 ) -> None:  # type: ignore[no-untyped-def]
+    """§7: without Redis the system still serves (limits fail open, revocation falls back to
+    the database), so the admin report says `degraded`, as the services' readiness does; it
+    was `unhealthy`."""
     url = fakes["up"].url
     client = await app_client(
         "admin",
         health_timeout=0.5,
         auth_service_url=url,
-        payments_service_url=url,
+        payments_service_url=fakes["degraded"].url,
         admin_service_url=url,
-        profile_service_url=url,
+        profile_service_url=fakes["odd"].url,
     )
     _, headers = await admin_and_token()
     redis_server.stop()
@@ -145,9 +167,36 @@ async def test_redis_down_is_unhealthy_but_200(
         redis_server.start()
     assert r.status_code == 200, r.text
     data = r.json()["data"]
-    assert data["status"] == "unhealthy"
+    assert data["status"] == "degraded"
     assert data["services"]["redis"] == "unhealthy"
     assert data["services"]["database"] == "healthy"
+    # A service answering ready-but-degraded is degraded, naming what is down (no error text).
+    assert data["services"]["paymentsService"] == "degraded"
+    assert data["checks"]["paymentsService"]["error"] == "degraded (redis down)"
+    assert data["services"]["profileService"] == "healthy"
+    assert data["services"]["authService"] == "healthy"
+
+
+async def test_database_down_is_unhealthy(app_client, clean_state, fakes) -> None:  # type: ignore[no-untyped-def]
+    """The database is the one required dependency: without it the report is `unhealthy`."""
+    url = fakes["up"].url
+    _, headers = await admin_and_token()  # a real admin of the run's database
+    dead = await app_client(
+        "admin",
+        health_timeout=0.5,
+        auth_service_url=url,
+        payments_service_url=url,
+        admin_service_url=url,
+        profile_service_url=url,
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/paysys",  # nothing there
+    )
+    r = await dead.get("/api/admin/health", headers=headers)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["status"] == "unhealthy"
+    assert data["services"]["database"] == "unhealthy"
+    assert data["checks"]["database"]["error"]  # the exception's class, no host
+    assert data["services"]["redis"] == "healthy"
 
 
 # --- stats -----------------------------------------------------------------------------------

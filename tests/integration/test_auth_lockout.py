@@ -22,6 +22,7 @@ from paysys.auth import lockout
 from paysys.auth.lockout import Policy, Verdict
 from paysys.auth.throttle import CHANGES_KEY, FAILURES_KEY, Throttles, account_key
 from paysys.core.redis import create_redis
+from paysys.core.redis_outage import RedisOutage
 from paysys.core.tokens import now_ms
 from tests.support.auth import (
     OTHER_PASSWORD,
@@ -161,7 +162,7 @@ async def test_parallel_guesses_from_one_address_verify_at_most_five(app_client:
 async def test_redis_down_lockout_continues_in_postgresql(
     app_client: Any, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Throttles, "RETRY_AFTER_FAILURE", 0.0)  # try Redis at every attempt
+    monkeypatch.setattr(RedisOutage, "RETRY_AFTER", 0.0)  # try Redis at every attempt
     client = await _auth(app_client)
     email = unique_email()
     await register(client, email=email)

@@ -160,11 +160,11 @@ async def test_redis_down_fails_open_with_local_limiter(
         assert data["checks"]["redis"] == {"status": "down", "latencyMs": ANY}
     finally:
         redis_server.start()
-    gw.app.state.gateway.proxy.limiter._down_until = 0.0  # skip the 1 s back-off
+    gw.app.state.gateway.proxy.limiter.outage.retry_now()  # skip the 1 s back-off
     other, _ = issue()
     r = await gw.get("/api/payments/echo", headers=bearer(other))
     assert r.status_code == 200
-    assert gw.app.state.gateway.proxy.limiter.redis_down is False
+    assert gw.app.state.gateway.proxy.limiter.outage.down is False
 
 
 async def test_routing_edges(app_client: Any, echo: EchoServer) -> None:

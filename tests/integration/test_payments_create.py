@@ -223,13 +223,16 @@ async def test_config_limits_are_enforced_and_reloaded(app_client) -> None:
     limits = client.app.state.payment_limits
     limits.invalidate()
     r = await client.post("/api/payments", json=body(bob, amount="4.99"), headers=alice.headers)
-    assert r.status_code == 400 and r.json()["error"]["message"] == "amount: must be at least 5.00"
-    r = await client.post("/api/payments", json=body(bob, amount="1000.01"), headers=alice.headers)
-    assert r.status_code == 400 and "must not exceed 1000.00" in r.json()["error"]["message"]
-    r = await client.post(
-        "/api/payments", json=body(bob, amount="1001", currency="JPY"), headers=alice.headers
-    )
     assert r.status_code == 400
+    assert r.json()["error"]["message"] == "amount: must be at least 5.00 USD"
+    r = await client.post("/api/payments", json=body(bob, amount="1000.01"), headers=alice.headers)
+    assert r.status_code == 400 and "must not exceed 1000.00 USD" in r.json()["error"]["message"]
+    # The unsuffixed keys are USD's only (§10): 1001 JPY and 4 JPY pass.
+    for amount in ("1001", "4"):
+        r = await client.post(
+            "/api/payments", json=body(bob, amount=amount, currency="JPY"), headers=alice.headers
+        )
+        assert r.status_code == 201, r.text
     r = await client.post("/api/payments", json=body(bob, amount="5"), headers=alice.headers)
     assert r.status_code == 201
     # config.updated for a limit key drops the cache at once (consumer handler).
@@ -252,3 +255,104 @@ async def test_config_limits_are_enforced_and_reloaded(app_client) -> None:
     async with pg() as conn:
         await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")
     limits.invalidate()
+
+
+async def test_limits_per_currency(app_client) -> None:
+    """§10: `payment.maxAmount.KWD` bounds KWD payments (in fils), the USD limit does not; a
+    change of a per-currency key reloads the cache through its `config.updated` event."""
+    from paysys.core.events.envelope import EventEnvelope
+
+    client = await _client(app_client)
+    alice, bob = await make_user(), await make_user()
+    async with pg() as conn:
+        await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")
+        await conn.execute(
+            "INSERT INTO system_config (key, value) VALUES ('payment.maxAmount', '\"1000.00\"'), "
+            "('payment.maxAmount.KWD', '\"2000.000\"'), ('payment.minAmount.JPY', '\"100\"')"
+        )
+    limits = client.app.state.payment_limits
+    limits.invalidate()
+
+    async def pay(amount: str, currency: str):  # type: ignore[no-untyped-def]
+        return await client.post(
+            "/api/payments", json=body(bob, amount=amount, currency=currency), headers=alice.headers
+        )
+
+    try:
+        r = await pay("2000.001", "KWD")  # one fils over
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert error["message"] == "amount: must not exceed 2000.000 KWD"
+        assert error["details"] == [{"field": "amount", "message": "must not exceed 2000.000 KWD"}]
+        assert (await pay("1500.000", "KWD")).status_code == 201  # the USD max is not KWD's
+        assert (await pay("2000", "KWD")).status_code == 201
+        assert (await pay("1000.01", "USD")).status_code == 400
+        r = await pay("99", "JPY")
+        assert r.json()["error"]["message"] == "amount: must be at least 100 JPY"
+        assert (await pay("5000", "JPY")).status_code == 201  # no JPY max: USD's is not it
+        assert (await pay("99999999.99", "EUR")).status_code == 201  # EUR: no config limit
+
+        # Lower the KWD max; the event of that key drops the cache at once.
+        async with pg() as conn:
+            await conn.execute(
+                "UPDATE system_config SET value = '\"1000.000\"' "
+                "WHERE key = 'payment.maxAmount.KWD'"
+            )
+        assert (await pay("1500.000", "KWD")).status_code == 201  # cached (TTL 5 s)
+        event = EventEnvelope(
+            type="config.updated",
+            source="admin-service",
+            data={"key": "payment.maxAmount.KWD", "oldValue": "2000.000", "newValue": "1000.000"},
+        )
+        await limits.on_config_updated(None, event)  # type: ignore[arg-type]
+        r = await pay("1500.000", "KWD")
+        assert r.status_code == 400 and "1000.000 KWD" in r.json()["error"]["message"]
+        # Other keys' events keep the cache.
+        other = EventEnvelope(
+            type="config.updated",
+            source="admin-service",
+            data={"key": "maintenance.enabled", "oldValue": False, "newValue": True},
+        )
+        async with pg() as conn:
+            await conn.execute("DELETE FROM system_config WHERE key = 'payment.maxAmount.KWD'")
+        await limits.on_config_updated(None, other)  # type: ignore[arg-type]
+        assert (await pay("1500.000", "KWD")).status_code == 400
+        limits.invalidate()
+        assert (await pay("1500.000", "KWD")).status_code == 201
+    finally:
+        async with pg() as conn:
+            await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")
+        limits.invalidate()
+
+
+async def test_limits_unreadable_keep_last_known(app_client) -> None:
+    """A stored limit edited by hand past the rules: the last known limits stay in force, or,
+    with none known, the defaults."""
+    from paysys.payments.limits import AmountLimits
+
+    client = await _client(app_client)
+    alice, bob = await make_user(), await make_user()
+    limits = client.app.state.payment_limits = AmountLimits(ttl=0)  # reload on every create
+    async with pg() as conn:
+        await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")
+        await conn.execute(
+            "INSERT INTO system_config (key, value) VALUES ('payment.maxAmount.KWD', '\"5.000\"')"
+        )
+
+    async def status() -> int:
+        kwd = body(bob, amount="6", currency="KWD")
+        return (await client.post("/api/payments", json=kwd, headers=alice.headers)).status_code
+
+    try:
+        assert await status() == 400
+        async with pg() as conn:
+            await conn.execute(
+                "UPDATE system_config SET value = '\"5.0001\"' WHERE key = 'payment.maxAmount.KWD'"
+            )
+        assert await status() == 400  # unreadable now: the last known KWD max still holds
+        limits.invalidate()
+        assert await status() == 201  # nothing known: the defaults (no KWD limit)
+    finally:
+        async with pg() as conn:
+            await conn.execute("DELETE FROM system_config WHERE key LIKE 'payment.%'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -175,6 +176,38 @@ async def test_recipients_lookup(app_client) -> None:
         assert (
             await client.get(f"/api/payments/recipients?{bad}", headers=me.headers)
         ).status_code == 400
+
+
+async def test_recipients_list_only_active_customers_and_vendors(app_client) -> None:
+    """§4: admins are never listed (any self-registered user may call the lookup), nor inactive
+    accounts, nor the caller; customers and vendors are, whoever asks (admins included)."""
+    client = await app_client("payments")
+    tag = uuid.uuid4().hex[:8]
+    caller = await make_user("CUSTOMER", name=f"Caller {tag}")
+    customer = await make_user("CUSTOMER", name=f"Cust {tag}")
+    vendor = await make_user("VENDOR", name=f"Vend {tag}")
+    admin = await make_user("ADMIN", name=f"Adm {tag}")
+    await make_user("VENDOR", name=f"Gone {tag}", active=False)
+    await make_user("ADMIN", name=f"Old admin {tag}", active=False)
+
+    async def listed(user, query: str = f"q={tag}") -> list[str]:
+        r = await client.get(f"/api/payments/recipients?{query}", headers=user.headers)
+        assert r.status_code == 200, r.text
+        return [item["email"] for item in r.json()["data"]]
+
+    assert await listed(caller) == [customer.email, vendor.email]
+    assert await listed(vendor) == [caller.email, customer.email]
+    assert await listed(admin) == [caller.email, customer.email, vendor.email]
+    # Searching for the admin by its email finds nothing; neither does the full list.
+    assert await listed(caller, f"q={admin.email}") == []
+    everyone = await listed(caller, "limit=100")
+    assert admin.email not in everyone and caller.email not in everyone
+    async with pg() as conn:
+        roles = await conn.fetch(
+            "SELECT role, is_active FROM users WHERE email = ANY($1::text[])", everyone
+        )
+    assert {row["role"] for row in roles} <= {"CUSTOMER", "VENDOR"}
+    assert all(row["is_active"] for row in roles)
 
 
 async def test_reports_per_currency(app_client) -> None:

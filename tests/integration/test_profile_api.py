@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
 import pytest
 
 from paysys.profile.cache import DATA_KEY
+from paysys.profile.schemas import ProfileEnvelope
 from tests.support.profile import TestUser, client_user, outbox_events, profile_rows
 
 pytestmark = pytest.mark.usefixtures("clean_state")
@@ -46,6 +48,7 @@ async def test_get_creates_profile_with_defaults_and_user(app_client) -> None:  
         "id",
         "userId",
         "phoneNumber",
+        "phone",
         "address",
         "avatarUrl",
         "bio",
@@ -61,7 +64,7 @@ async def test_get_creates_profile_with_defaults_and_user(app_client) -> None:  
         "name": user.name,
         "role": "CUSTOMER",
     }
-    assert data["phoneNumber"] is None and data["bio"] is None
+    assert data["phoneNumber"] is None and data["phone"] is None and data["bio"] is None
     assert data["preferences"] == DEFAULTS
     assert data["createdAt"].endswith("Z") and data["updatedAt"].endswith("Z")
     uuid.UUID(data["id"])
@@ -128,7 +131,7 @@ async def test_update_sets_normalises_and_keeps_absent_fields(app_client, method
     )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
-    assert data["phoneNumber"] == "+14155550100"
+    assert data["phoneNumber"] == "+14155550100" == data["phone"]
     assert data["address"] == "1 Main St"
     assert data["avatarUrl"] == "https://cdn.example.com/a.png?s=64"
     assert data["bio"] == "Hello"
@@ -159,7 +162,32 @@ async def test_null_and_empty_string_clear_fields(app_client) -> None:  # type: 
     )
     data = r.json()["data"]
     assert data["phoneNumber"] is None and data["avatarUrl"] is None and data["bio"] is None
+    assert data["phone"] is None
     assert data["address"] == "x"
+
+
+async def test_phone_is_a_read_only_alias(app_client) -> None:  # type: ignore[no-untyped-def]
+    """api-contracts §6: the reference UI writes `phoneNumber` and reads `phone`."""
+    client, user = await _setup(app_client)
+    r = await client.put(
+        "/api/profile", json={"phoneNumber": "+1 415 555 0100"}, headers=user.headers
+    )
+    assert r.status_code == 200 and r.json()["data"]["phone"] == "+14155550100"
+    assert ProfileEnvelope.model_validate(r.json()).data.phone == "+14155550100"  # type: ignore[attr-defined]
+    for _ in range(2):  # from PostgreSQL, then from the Redis copy
+        data = (await client.get("/api/profile", headers=user.headers)).json()["data"]
+        assert data["phone"] == data["phoneNumber"] == "+14155550100"
+        assert list(data).index("phone") == list(data).index("phoneNumber") + 1
+    # A copy cached by a version without the alias gets it on the way out.
+    key = DATA_KEY.format(user.id)
+    stored = json.loads(await client.app.state.redis.get(key))
+    stored.pop("phone")
+    await client.app.state.redis.set(key, json.dumps(stored), ex=60)
+    assert (await client.get("/api/profile", headers=user.headers)).json()["data"] == data
+    # Read-only: writing it is refused (nothing changes).
+    r = await client.patch("/api/profile", json={"phone": "+4930901820"}, headers=user.headers)
+    assert _error(r, 400, "VALIDATION_ERROR")["details"][0]["field"] == "phone"
+    assert (await client.get("/api/profile", headers=user.headers)).json()["data"] == data
 
 
 async def test_update_emits_event_without_personal_values(app_client) -> None:  # type: ignore[no-untyped-def]

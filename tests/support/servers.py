@@ -39,15 +39,23 @@ _LOW, _HIGH = _ephemeral_range()
 _PORTS = [port for port in range(20000, 65000) if not _LOW <= port <= _HIGH]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on now, chosen at random outside the ephemeral range."""
+    """A port nothing listens on now, chosen at random outside the ephemeral range, and never
+    handed out before in this process: a stack picks all its ports before any process binds,
+    so two picks of one port would let one service answer for another (seen in CI)."""
     for _ in range(200):
         port = random.choice(_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port found")
 
@@ -137,7 +145,9 @@ class ServiceProcess:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-3000:]}")
             try:
                 response = httpx.get(f"{self.url}/health/ready", timeout=2)
-                if response.status_code == 200:
+                # Ready, and this very service answering (not whatever else holds the port).
+                ours = response.status_code == 200 and response.json()["data"]["service"]
+                if ours == self.name:
                     return
                 last = response.text
             except httpx.HTTPError as exc:
@@ -186,9 +196,9 @@ class Stack:
         env.update(extra_env or {})
         stack = cls(env, logdir)
         for name in names:
-            stack.services[name] = ServiceProcess(
-                name, ports[name], {**env, "PORT": str(ports[name])}, logdir / f"{name}.log"
-            )
+            # No PORT here: `paysys serve --port` alone must tell the app where it listens (the
+            # payment processor reports there), as in production.
+            stack.services[name] = ServiceProcess(name, ports[name], env, logdir / f"{name}.log")
         return stack
 
     def url(self, name: str = "gateway") -> str:

@@ -138,6 +138,16 @@ def test_client_address() -> None:
         ("payments", "/api/payments", "GET", True),
         ("admin", "/api/admin/users", "GET", True),
         ("profile", "/api/profile", "GET", True),
+        # The avatar image is public (api-contracts §2, §6), and only it: one segment, GET.
+        ("profile", "/api/profile/avatar/0b6f4f1e-8d7e-4c1a-9a57-3f3c8e1f2a10", "GET", False),
+        ("profile", "/api/profile/avatar/not-a-uuid/", "GET", False),
+        ("profile", "/api/profile/avatar/x", "PUT", True),
+        ("profile", "/api/profile/avatar/", "GET", True),
+        ("profile", "/api/profile/avatar", "GET", True),
+        ("profile", "/api/profile/avatar/x/../../preferences", "GET", True),
+        ("profile", "/api/profile/avatar/..", "GET", True),
+        ("profile", "/api/profile/avatars/x", "GET", True),
+        ("profile", "/api/profile/preferences", "GET", True),
     ],
 )
 def test_requires_bearer(service: str, path: str, method: str, expected: bool) -> None:

@@ -49,13 +49,3 @@ def test_query_dates() -> None:
             querydates.parse_start(bad)
     with pytest.raises(AppError, match="must not be after"):
         querydates.parse_range("2026-02-02", "2026-02-01")
-
-
-def test_webhook_url_setting() -> None:
-    from paysys.core.config import Settings
-    from paysys.payments.processor import webhook_url
-
-    assert webhook_url(Settings(port=4100)) == "http://127.0.0.1:4100/api/payments/webhooks/psp"
-    full = "http://pay:3002/api/payments/webhooks/psp"
-    assert webhook_url(Settings(payments_webhook_url=full)) == full
-    assert webhook_url(Settings(payments_webhook_url="http://pay:3002/")) == full

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Request, Response
 from paysys.admin import audit, service
 from paysys.admin.queries import AuditLogQuery, StatsQuery, UserListQuery
 from paysys.admin.schemas import (
+    AuditActionsResponse,
+    AuditLogListResponse,
     CreateUserBody,
     RoleBody,
     StatusBody,
@@ -170,6 +172,11 @@ async def list_payments(request: Request, admin: AdminUser) -> Response:
 @router.get(
     "/audit-logs",
     summary="The audit trail (built from events)",
+    description="The rows are under `auditLogs` and, for the reference admin UI, also under "
+    "`data`; each row also carries `userId`, `userName`, `userEmail`, `ipAddress`, "
+    "`timestamp` (api-contracts §5). `userId` filters like its alias `actorId`.",
+    response_model=None,
+    responses={200: {"model": AuditLogListResponse}},
     openapi_extra={"parameters": AuditLogQuery.openapi_parameters()},
 )
 async def list_audit_logs(
@@ -182,21 +189,29 @@ async def list_audit_logs(
     period = query.dates()
     filters = audit.AuditFilters(
         action=action,
-        actor_id=query.actor,
+        actor_id=query.actor(),
         resource_type=query.resource_type.lower() if query.resource_type else None,
         resource_id=query.resource_id or None,
         start=period.start,
         end=period.end_exclusive,
     )
+    page, limit = query.page, query.limit
     logs, total = await service.list_audit_logs(
-        session, filters, page=query.page, limit=query.limit, sort=query.sort, order=query.order
+        session, filters, page=page, limit=limit, sort=query.sort, order=query.order
     )
-    return ok(page_of("auditLogs", logs, page=query.page, limit=query.limit, total=total))
+    listed = page_of("auditLogs", logs, page=page, limit=limit, total=total)
+    # api-contracts §5 compatibility: the reference admin UI reads the rows from `data.data`.
+    return ok({"auditLogs": logs, "data": logs, "pagination": listed["pagination"]})
 
 
-@router.get("/audit-logs/actions", summary="Every audit action")
+@router.get(
+    "/audit-logs/actions",
+    summary="Every audit action (a lookup list: `data` is the array)",
+    response_model=None,
+    responses={200: {"model": AuditActionsResponse}},
+)
 async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok({"actions": await service.audit_actions(session)})
+    return ok(await service.audit_actions(session))
 
 
 # --- stats --------------------------------------------------------------------------------------
@@ -231,6 +246,15 @@ async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
     return ok({"config": await service.config_list(session)})
 
 
+# Rules JSON Schema cannot express (api-contracts §10), named in the operations' descriptions.
+_CONFIG_RULES = (
+    "Values are validated per key (api-contracts §5, §10). `payment.minAmount`/"
+    "`payment.maxAmount`: USD limits, decimal strings with 2 decimals. "
+    "`payment.minAmount.<CUR>`/`payment.maxAmount.<CUR>` (CUR an upper-case ISO 4217 code the "
+    "service supports): that currency's limits, decimal strings with its minor-unit digits, "
+    "`null` unsets one. Min ≤ max for each currency (and for the unsuffixed pair). "
+    "Unknown keys: 400 in the map, 404 `CONFIG_KEY_NOT_FOUND` as a path."
+)
 _CONFIG_MAP_DOC = {
     "requestBody": {
         "required": True,
@@ -241,7 +265,11 @@ _CONFIG_MAP_DOC = {
                     "description": "configuration key → new value (all or nothing)",
                     "additionalProperties": True,
                 },
-                "example": {"payment.minAmount": "1.00", "payment.maxAmount": "50000.00"},
+                "example": {
+                    "payment.minAmount": "1.00",
+                    "payment.maxAmount": "50000.00",
+                    "payment.maxAmount.KWD": "15000.000",
+                },
             }
         },
     }
@@ -267,6 +295,7 @@ _CONFIG_VALUE_DOC = {
 @router.put(
     "/config",
     summary="Set several configuration keys at once (all or nothing)",
+    description=_CONFIG_RULES,
     openapi_extra=_CONFIG_MAP_DOC,
 )
 async def put_config(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
@@ -282,7 +311,12 @@ async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dic
     return ok(await service.config_entry(session, key))
 
 
-@router.put("/config/{key}", summary="Set one configuration key", openapi_extra=_CONFIG_VALUE_DOC)
+@router.put(
+    "/config/{key}",
+    summary="Set one configuration key",
+    description=_CONFIG_RULES,
+    openapi_extra=_CONFIG_VALUE_DOC,
+)
 async def put_config_key(
     key: str, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:

@@ -131,10 +131,12 @@ def audit_json(log: AuditLog, email: str | None, name: str | None) -> dict[str, 
     actor = None
     if log.actor_id is not None and email is not None:
         actor = {"id": str(log.actor_id), "email": email, "name": name}
+    actor_id = str(log.actor_id) if log.actor_id else None
+    created_at = iso_or_none(log.created_at)
     return {
         "id": str(log.id),
         "action": log.action,
-        "actorId": str(log.actor_id) if log.actor_id else None,
+        "actorId": actor_id,
         "actor": actor,
         "resourceType": log.resource_type,
         "resourceId": log.resource_id,
@@ -143,7 +145,13 @@ def audit_json(log: AuditLog, email: str | None, name: str | None) -> dict[str, 
         "userAgent": log.user_agent,
         "correlationId": log.correlation_id,
         "eventId": str(log.event_id),
-        "createdAt": iso_or_none(log.created_at),
+        "createdAt": created_at,
+        # api-contracts §5 compatibility: the names the reference admin UI reads.
+        "userId": actor_id,
+        "userName": actor["name"] if actor else None,
+        "userEmail": actor["email"] if actor else None,
+        "ipAddress": log.ip,
+        "timestamp": created_at,
     }
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysys.core import sysconfig
 from paysys.core.errors import AppError, NotFound
 from paysys.core.events.outbox import emit
-from paysys.core.sysconfig import KEYS, ConfigValueError, SystemConfig
+from paysys.core.sysconfig import KEYS, ConfigValueError, SystemConfig, spec
 from paysys.core.timefmt import iso_z
 
 # Serialises config writers so cross-key rules (min ≤ max) hold under concurrent PUTs.
@@ -21,7 +21,8 @@ _CONFIG_LOCK_ID = 0x5A_C0_F1_6
 
 
 def _entry(key: str, row: SystemConfig | None) -> dict[str, Any]:
-    item = KEYS[key]
+    item = spec(key)
+    assert item is not None
     return {
         "key": key,
         "value": row.value if row is not None else item.default,
@@ -34,12 +35,15 @@ def _entry(key: str, row: SystemConfig | None) -> dict[str, Any]:
 
 
 async def list_entries(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every fixed key, and the per-currency limit keys that are set (there are two for each
+    of ~170 currencies: listing the unset ones would drown the rest)."""
     rows = {row.key: row for row in (await session.scalars(select(SystemConfig))).all()}
-    return [_entry(key, rows.get(key)) for key in sorted(KEYS)]
+    keys = set(KEYS) | {key for key in rows if spec(key) is not None}
+    return [_entry(key, rows.get(key)) for key in sorted(keys)]
 
 
 def require_key(key: str) -> None:
-    if key not in KEYS:
+    if spec(key) is None:
         raise NotFound("CONFIG_KEY_NOT_FOUND", f"Unknown configuration key: {key}")
 
 
@@ -61,8 +65,8 @@ async def apply(session: AsyncSession, changes: dict[str, Any], actor_id: uuid.U
     problems: list[tuple[str, str]] = []
     canonical: dict[str, Any] = {}
     for key, raw in changes.items():
-        if key not in KEYS:
-            problems.append((key, "unknown configuration key"))
+        if spec(key) is None:
+            problems.append((key, sysconfig.unknown_key_message(key)))
             continue
         try:
             canonical[key] = sysconfig.validate(key, raw)
@@ -75,25 +79,29 @@ async def apply(session: AsyncSession, changes: dict[str, Any], actor_id: uuid.U
 
     await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CONFIG_LOCK_ID})
     current = await sysconfig.get_values(session)
-    proposed = {**current, **canonical}
+    proposed = {**current, **canonical}  # a per-currency key set to None: unset
     broken = sysconfig.check_consistency(proposed)
     if broken is not None:
         raise _invalid([broken])
     for key, value in canonical.items():
-        if current[key] == value:
+        old = current.get(key)
+        if old == value:
             continue  # nothing changes: no write, no event
-        await session.execute(
-            insert(SystemConfig)
-            .values(key=key, value=value, updated_by=actor_id)
-            .on_conflict_do_update(
-                index_elements=["key"],
-                set_={"value": value, "updated_by": actor_id, "updated_at": text("now()")},
+        if value is None:  # a per-currency limit unset: back to its default (none)
+            await session.execute(delete(SystemConfig).where(SystemConfig.key == key))
+        else:
+            await session.execute(
+                insert(SystemConfig)
+                .values(key=key, value=value, updated_by=actor_id)
+                .on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={"value": value, "updated_by": actor_id, "updated_at": text("now()")},
+                )
             )
-        )
         await emit(
             session,
             "config.updated",
-            {"key": key, "oldValue": current[key], "newValue": value},
+            {"key": key, "oldValue": old, "newValue": value},
             actor_id=actor_id,
         )
 

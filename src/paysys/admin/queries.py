@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from paysys.core.errors import ValidationFailed
 from paysys.core.events.audit import RESOURCE_TYPES
 from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
 from paysys.core.querymodel import Integer, Matching, Omitted, OneOf, QueryModel, Text
@@ -81,6 +82,11 @@ class AuditLogQuery(QueryModel):
     actor_id: Annotated[str, _UUID] | Omitted = Field(
         None, alias="actorId", description="the acting user's id"
     )
+    user_id: Annotated[str, _UUID] | Omitted = Field(
+        None,
+        alias="userId",
+        description="alias of actorId (the reference admin UI's name); with actorId, the same id",
+    )
     resource_type: (
         Annotated[str, Matching(_any_case(*RESOURCE_TYPES), _RESOURCE_TYPE_RULE)] | Omitted
     ) = Field(
@@ -100,9 +106,12 @@ class AuditLogQuery(QueryModel):
         description="up to this moment (a date: its whole UTC day); " + DATE_DESCRIPTION,
     )
 
-    @property
     def actor(self) -> uuid.UUID | None:
-        return None if self.actor_id is None else uuid.UUID(self.actor_id)
+        """`actorId`, or its alias `userId` (api-contracts §5); both only with the same id."""
+        ids = {uuid.UUID(value) for value in (self.actor_id, self.user_id) if value is not None}
+        if len(ids) > 1:
+            raise ValidationFailed("userId", "must equal actorId (it is its alias)")
+        return next(iter(ids), None)
 
     def dates(self) -> DateRange:
         return parse_range(self.start_date, self.end_date)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.security import HTTPBearer
 
 from paysys.auth import service
-from paysys.auth.lockout import Policy
 from paysys.auth.schemas import (
     AuthResponse,
     LoginRequest,
@@ -23,7 +22,6 @@ from paysys.auth.schemas import (
 )
 from paysys.auth.throttle import Throttles
 from paysys.core.clientip import client_ip
-from paysys.core.config import parse_duration
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
 from paysys.core.http import parse_uuid
@@ -51,16 +49,8 @@ def throttles(request: Request) -> Throttles:
     state = request.app.state
     made: Throttles | None = getattr(state, "throttles", None)
     if made is None:
-        settings = state.settings
-        made = state.throttles = Throttles(
-            state.redis,
-            state.sessionmaker,
-            Policy.from_settings(settings),
-            change_max=settings.password_change_max,
-            change_window_ms=int(
-                parse_duration(settings.password_change_window).total_seconds() * 1000
-            ),
-            clock=get_codec(request).clock,
+        made = state.throttles = Throttles.from_settings(
+            state.redis, state.sessionmaker, state.settings, get_codec(request).clock
         )
     return made
 

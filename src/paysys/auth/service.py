@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -41,6 +42,7 @@ from paysys.users import accounts
 from paysys.users.models import User
 
 log = get_logger("paysys.auth.service")
+T = TypeVar("T")
 
 # A retried refresh (same consumed token) within this many ms gets the same new pair.
 REFRESH_GRACE_MS = 10_000
@@ -194,18 +196,22 @@ async def _login_failed(
     await session.commit()
 
 
-async def login(
+# The write half of a sign-in whose password was verified: gets the re-checked user (locked
+# FOR SHARE, or FOR UPDATE when its hash was upgraded) and commits what the sign-in produces.
+Finish = Callable[[User], Awaitable[T]]
+
+
+async def _sign_in(
     session: AsyncSession,
-    codec: TokenCodec,
     throttles: Throttles,
-    *,
     email: str,
     password: str,
     client: ClientInfo,
-) -> dict[str, Any]:
-    """Unknown email, wrong password and deactivated account answer alike (401, same body,
-    one argon2 verification each); the lockout counts all three, per account and client
-    address, before the password is verified."""
+    finish: Finish[T],
+) -> T:
+    """Every sign-in (API login, `db studio`): unknown email, wrong password and deactivated
+    account answer alike (401, same body, one argon2 verification each); the lockout counts all
+    three, per account and client address, before the password is verified."""
     email = accounts.normalize_email(email)
     attempt = await throttles.begin_login(email, client.key)
     if not attempt.verdict.allowed:
@@ -236,29 +242,79 @@ async def login(
             break
         # Parameters changed since this hash was made: upgrade it (not a user-visible update).
         upgraded = await hash_password(password, lane="login") if needs_rehash else None
-        result = await _finish_login(
-            session, codec, found.id, found.password_hash, upgraded, client
-        )
-        if result is None:
+        user = await _recheck(session, found.id, found.password_hash, upgraded)
+        if user is None:
             continue  # the stored hash changed meanwhile: verify against the new one
-        if isinstance(result, str):
-            reason = result
+        if isinstance(user, str):
+            reason = user
             break
+        result = await finish(user)
         await throttles.login_succeeded(attempt)
         return result
     await _fail_login(session, throttles, attempt, email, reason, client, user_id)
 
 
-async def _finish_login(
+async def login(
     session: AsyncSession,
     codec: TokenCodec,
+    throttles: Throttles,
+    *,
+    email: str,
+    password: str,
+    client: ClientInfo,
+) -> dict[str, Any]:
+    """`POST /api/auth/login`: a new session and its token pair."""
+
+    async def finish(user: User) -> dict[str, Any]:
+        pair = await _open_session(session, codec, user, client)
+        await _logged_in(session, user, client)
+        return {"user": accounts.user_json(user), **pair}
+
+    return await _sign_in(session, throttles, email, password, client, finish)
+
+
+async def check_credentials(
+    session: AsyncSession,
+    throttles: Throttles,
+    *,
+    email: str,
+    password: str,
+    client: ClientInfo,
+    role: str | None = None,
+) -> User:
+    """A sign-in without tokens (`paysys db studio`): the same lockout, shared counts, timing
+    and answers as `login` (401 INVALID_CREDENTIALS, 423 ACCOUNT_LOCKED); the verified, active
+    user. With `role`, a user of another role is returned without a `user.logged_in` event
+    (the caller refuses them)."""
+
+    async def finish(user: User) -> User:
+        if role is None or user.role == role:
+            await _logged_in(session, user, client)
+        else:
+            await session.commit()  # the hash upgrade, if any; releases the row lock
+        return user
+
+    return await _sign_in(session, throttles, email, password, client, finish)
+
+
+async def _logged_in(session: AsyncSession, user: User, client: ClientInfo) -> None:
+    await emit(
+        session,
+        "user.logged_in",
+        {"userId": str(user.id), "ip": client.ip, "userAgent": client.user_agent},
+        actor_id=user.id,
+    )
+    await session.commit()
+
+
+async def _recheck(
+    session: AsyncSession,
     user_id: uuid.UUID,
     verified_hash: str,
     upgraded: str | None,
-    client: ClientInfo,
-) -> dict[str, Any] | str | None:
-    """The write half of a login whose password was verified against `verified_hash`: the
-    answer; a failure reason when the account changed meanwhile; None when only the stored hash
+) -> User | str | None:
+    """The user whose password was verified against `verified_hash`, locked until the sign-in
+    commits; a failure reason when the account changed meanwhile; None when only the stored hash
     changed (verify again)."""
     query = select(User).where(User.id == user_id).execution_options(populate_existing=True)
     # FOR SHARE: waits for an in-flight password or role change, so the pair is built from the
@@ -281,15 +337,7 @@ async def _finish_login(
             .values(password_hash=upgraded, updated_at=User.updated_at)
             .execution_options(synchronize_session=False)
         )
-    pair = await _open_session(session, codec, user, client)
-    await emit(
-        session,
-        "user.logged_in",
-        {"userId": str(user.id), "ip": client.ip, "userAgent": client.user_agent},
-        actor_id=user.id,
-    )
-    await session.commit()
-    return {"user": accounts.user_json(user), **pair}
+    return user
 
 
 async def _fail_login(

@@ -21,7 +21,6 @@ which emails exist); client addresses by `core.clientip.client_key` (IPv6 per /6
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from paysys.auth import lockout
 from paysys.auth.models import AttemptLog, LoginThrottle
+from paysys.core.config import Settings, parse_duration
 from paysys.core.logging import get_logger
+from paysys.core.redis_outage import RedisOutage
 from paysys.core.tokens import Clock
 
 log = get_logger("paysys.auth.throttle")
@@ -167,10 +168,6 @@ def _ms(value: datetime) -> int:
 class Throttles:
     """The lockout and the password-change quota of one auth process."""
 
-    # After a Redis failure, go straight to PostgreSQL for this long (a dead Redis must not
-    # add its connect timeout to every login), then try Redis again.
-    RETRY_AFTER_FAILURE = 1.0
-
     def __init__(
         self,
         redis: Redis,
@@ -189,7 +186,29 @@ class Throttles:
         self.clock = clock
         self._lockout = redis.register_script(LOCKOUT_LUA)
         self._window = redis.register_script(WINDOW_LUA)
-        self._down_until = 0.0
+        self.outage = RedisOutage(
+            "lockout counting in PostgreSQL: Redis unavailable", "lockout counting in Redis again"
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        redis: Redis,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+    ) -> Throttles:
+        """The settings' numbers (`LOCKOUT_*`, `PASSWORD_CHANGE_*`): every process that signs
+        users in (auth, `db studio`) counts with the same rules in the same keys."""
+        window = parse_duration(settings.password_change_window)
+        return cls(
+            redis,
+            sessionmaker,
+            lockout.Policy.from_settings(settings),
+            change_max=settings.password_change_max,
+            change_window_ms=int(window.total_seconds() * 1000),
+            clock=clock,
+        )
 
     # -- Redis first, PostgreSQL when it cannot answer ------------------------------------------
 
@@ -198,20 +217,13 @@ class Throttles:
         in_redis: Callable[[], Awaitable[T]],
         in_db: Callable[[], Awaitable[T]],
     ) -> tuple[T, Store]:
-        if time.monotonic() >= self._down_until:
+        if self.outage.usable():
             try:
                 result = await in_redis()
             except (RedisError, OSError) as exc:
-                if not self._down_until:
-                    log.warning(
-                        "lockout counting in PostgreSQL: Redis unavailable",
-                        error=type(exc).__name__,
-                    )
-                self._down_until = time.monotonic() + self.RETRY_AFTER_FAILURE
+                self.outage.failed(exc)
             else:
-                if self._down_until:
-                    log.info("lockout counting in Redis again")
-                    self._down_until = 0.0
+                self.outage.succeeded()
                 return result, "redis"
         FALLBACK.inc()
         return await in_db(), "db"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 
@@ -108,11 +109,29 @@ def studio(
     port: int = typer.Option(5555, help="Port of the GUI"),
     host: str = typer.Option("127.0.0.1", help="Interface to bind"),
 ) -> None:
-    """Open the database GUI (sqladmin) at http://localhost:5555; log in as an ADMIN user."""
+    """Open the database GUI at http://localhost:5555; sign in with an ADMIN account.
+
+    Secret columns are hidden, most tables are read-only, and with ENV=production it starts
+    only when STUDIO_ENABLED=true."""
+    import uvicorn
+
+    from paysys.cli.serve import server_options
+    from paysys.core.logging import configure_logging
     from paysys.db import studio as studio_module
 
-    console.print(f"studio on http://{host}:{port}/admin/ (log in with an ADMIN account)")
-    studio_module.run(port=port, host=host)
+    settings = Settings()
+    try:
+        studio_module.check_allowed(settings)
+    except studio_module.StudioRefused as exc:
+        raise _fail(str(exc)) from exc
+    configure_logging("studio", settings.log_level, json_output=settings.is_production)
+    studio_app = studio_module.create_app(settings, host)
+    # Served like every paysys process (core.serving limits); above all proxy_headers off: a
+    # client's own X-Forwarded-For must not pick the address the lockout counts against.
+    options = {**server_options(host, port, settings), "factory": False}
+    console.print(f"studio on http://{host}:{port}/ (sign in with an ADMIN account)")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal stop: exit 0
+        uvicorn.Server(uvicorn.Config(studio_app, **options)).run()
 
 
 @app.command()

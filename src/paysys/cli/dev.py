@@ -50,12 +50,14 @@ def build_manager(settings: Settings, reload: bool, colour: bool | None = None) 
         printer._colours_supported = colour
     manager = Manager(printer)
     env = dict(os.environ)
-    env.pop("PORT", None)  # each service gets its own --port
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("UVICORN_LOG_LEVEL", "info")  # startup, reload and shutdown lines per service
     for service in START_ORDER:
+        # Each service listens on the port of its URL: `--port`, and PORT to match (the payment
+        # processor reports to that port, never to a stray PORT of the shell or to 3002).
+        port = service_port(settings, service)
         manager.add_process(
-            service, service_command(service, service_port(settings, service), reload), env=env
+            service, service_command(service, port, reload), env={**env, "PORT": str(port)}
         )
     return manager
 

@@ -46,6 +46,9 @@ def run(
     if service not in SERVICES:
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     chosen = port or int(os.environ.get("PORT") or DEFAULT_PORTS[service])
+    if not 0 < chosen < 65536:
+        raise SystemExit(f"port {chosen} is not a TCP port (1-65535)")
+    announce_address(host, chosen)
     exit_zero_on_sigterm()
     options = server_options(host, chosen)
     app = f"paysys.{service}.app:create_app"
@@ -54,6 +57,15 @@ def run(
         uvicorn.run(app, reload=True, reload_dirs=watched.split(os.pathsep), **options)
     else:
         DrainingServer(uvicorn.Config(app, **options)).run()
+
+
+def announce_address(host: str, port: int) -> None:
+    """Tell the app where it is served, before it is created: PORT and HOST in the environment
+    (inherited by uvicorn's reload child too), read by Settings. The payment processor posts
+    its webhooks there; without this it guessed 3002, whoever listens there."""
+    os.environ["PORT"] = str(port)
+    os.environ["HOST"] = host
+    get_settings.cache_clear()
 
 
 def server_options(host: str, port: int, settings: Settings | None = None) -> dict[str, Any]:

@@ -51,7 +51,10 @@ async def run_workers(
     from paysys.core.logging import configure_logging, get_logger
     from paysys.core.runtime import Runtime
 
-    service_settings, workers = service_workers(service, settings or get_settings())
+    # No HTTP here: a PORT/HOST in the environment is not this process's, so the payment
+    # processor reports to PAYMENTS_SERVICE_URL (or PAYMENTS_WEBHOOK_URL) instead.
+    base = (settings or get_settings()).model_copy(update={"port": None, "host": None})
+    service_settings, workers = service_workers(service, base)
     if not relay:
         workers = [w for w in workers if w is not run_relay]
     configure_logging(

@@ -72,7 +72,10 @@ class Settings(BaseSettings):
 
     env: Literal["development", "test", "production"] = "development"
     service_name: str = "paysys"
+    # Where this process serves HTTP (`paysys serve` sets both to what it binds before the app
+    # is created); the payment processor reports its webhooks there.
     port: int | None = None
+    host: str | None = None
     log_level: str = "INFO"
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/paysys"
@@ -164,6 +167,8 @@ class Settings(BaseSettings):
     idempotency_wait_ms: int = 5000
 
     studio_session_secret: str = DEFAULT_ADMIN_SESSION_SECRET
+    # `paysys db studio` refuses to start with ENV=production unless this is true.
+    studio_enabled: bool = False
     background_workers: bool = True
     health_timeout: float = 2.0
     # Readiness/health results are shared for this long (one probe per dependency per period).

@@ -19,6 +19,7 @@ from paysys.core.config import Settings
 from paysys.core.db import create_engine, create_sessionmaker
 from paysys.core.logging import get_logger
 from paysys.core.redis import HotPathRedis, RedisPipe, create_pipe, create_redis, hot_path_client
+from paysys.core.tasks import cancel_and_wait
 
 log = get_logger("paysys.runtime")
 
@@ -138,10 +139,8 @@ class Runtime:
         if self.tasks:
             log.info("stopping workers", workers=len(self.tasks), grace=grace)
             _done, pending = await asyncio.wait(self.tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
             cancelled = len(pending)
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)
             if cancelled:
                 log.warning(
                     "workers cancelled after the grace period",

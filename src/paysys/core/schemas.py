@@ -23,6 +23,16 @@ class ResponseModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+class PaginationOut(ResponseModel):
+    """`pagination` of every list (api-contracts §1.2)."""
+
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+    has_more: bool
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="UPPER_SNAKE code of api-contracts §1.4")
     message: str
@@ -41,8 +51,9 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
-def success_envelope(model: type[BaseModel], title: str) -> type[BaseModel]:
-    """`{success: true, data: <model>}` (api-contracts §1.1), for documenting a 2xx body."""
+def success_envelope(model: Any, title: str) -> type[BaseModel]:
+    """`{success: true, data: <model>}` (api-contracts §1.1), for documenting a 2xx body
+    (`model`: a response model, or a type such as `list[str]`)."""
     return create_model(
         title,
         __config__=ConfigDict(title=title),

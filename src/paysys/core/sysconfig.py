@@ -1,13 +1,17 @@
 """System configuration: the `system_config` table, its known keys, validation and reads.
 
 Owned by the admin service (the only writer, through `PUT /api/admin/config`); any service may
-read it with `get_value`. Every key is known in advance (`KEYS`): unknown keys are refused, and
-a key that was never set reads as its default.
+read it with `get_value`. Every key is known in advance: the fixed ones in `KEYS`, plus the
+per-currency payment limits `payment.minAmount.<CUR>` / `payment.maxAmount.<CUR>` for every
+currency of `paysys.core.money` (`spec`). Unknown keys are refused, and a key that was never
+set reads as its default.
 
 Values are JSON. Amount keys are decimal **strings** (never floats), validated like request
-amounts (§1.3: positive, at most 2 decimals, no exponent, at most 100000000.00) and stored in a
-canonical form with exactly two decimals (`"0.01"`, `"100000000.00"`). They are currency-neutral
-bounds on the amount's face value; payments compares them with each payment's amount.
+amounts (§1.3: positive, no exponent, at most 100000000 in the currency's units). The unsuffixed
+`payment.minAmount` / `payment.maxAmount` are USD's limits (api-contracts §10: a limit of
+"1000.00" must never let 1000 KWD through), stored with two decimals; a per-currency key is
+stored with exactly its currency's minor-unit digits (`"1000.000"` KWD, `"1500"` JPY) and
+defaults to null (no limit of its own). Which keys bound which currency: `limit_keys_for`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Text, func, select
@@ -138,47 +143,156 @@ KEYS: dict[str, ConfigKey] = {
 }
 
 
+# --- payment limits per currency (api-contracts §10) ----------------------------------------
+
+MIN_KEY, MAX_KEY = "payment.minAmount", "payment.maxAmount"
+LIMIT_BASES = (MIN_KEY, MAX_KEY)
+# The currency the unsuffixed limit keys apply to (and no other).
+UNSUFFIXED_CURRENCY = "USD"
+
+Limits = dict[str, tuple[int | None, int | None]]
+"""currency → (smallest, largest) amount in its minor units; None: no such limit. A currency
+absent from the mapping has no limit beyond the amount rules of §1.3."""
+
+
+def split_limit_key(key: str) -> tuple[str, str] | None:
+    """`payment.maxAmount.KWD` → (`payment.maxAmount`, `KWD`): the form of a per-currency limit
+    key, whether or not the suffix is a currency; None for any other key."""
+    base, dot, suffix = key.rpartition(".")
+    return (base, suffix) if dot and base in LIMIT_BASES else None
+
+
+def _limit_amount(currency: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None  # null unsets the key: the currency has no limit of its own
+        if isinstance(value, float):
+            value = repr(value)  # as in parse_amount: the literal the client wrote
+        try:
+            return money.format_minor(money.to_minor(value, currency), currency)
+        except money.MoneyError as exc:
+            raise ConfigValueError(str(exc)) from None
+
+    return check
+
+
+@cache
+def _currency_limit(base: str, currency: str) -> ConfigKey:
+    smallest = base == MIN_KEY
+    digits = money.minor_digits(currency)
+    return ConfigKey(
+        f"{base}.{currency}",
+        None,
+        f"{'Smallest' if smallest else 'Largest'} {currency} payment amount accepted "
+        f"(decimal string with {digits} decimals; null: none of its own"
+        + (", the unsuffixed key applies)" if currency == UNSUFFIXED_CURRENCY else ")"),
+        _limit_amount(currency),
+    )
+
+
+def spec(key: str) -> ConfigKey | None:
+    """The definition of `key` (a fixed key or a per-currency limit), None when unknown."""
+    known = KEYS.get(key)
+    if known is not None:
+        return known
+    parts = split_limit_key(key)
+    if parts is None or parts[1] not in money.CURRENCIES:
+        return None
+    return _currency_limit(*parts)
+
+
+def unknown_key_message(key: str) -> str:
+    """Why `key` is refused (spec(key) is None)."""
+    parts = split_limit_key(key)
+    if parts is not None:
+        return (
+            f"unknown currency {parts[1]!r}: the suffix must be an ISO 4217 code the service "
+            "supports, in upper case"
+        )
+    return "unknown configuration key"
+
+
+def is_limit_key(key: Any) -> bool:
+    """A key whose change may change the limits payments enforces."""
+    return isinstance(key, str) and (key in LIMIT_BASES or split_limit_key(key) is not None)
+
+
+def limit_keys_for(values: dict[str, Any], currency: str) -> tuple[str | None, str | None]:
+    """The keys whose values bound `currency` (min, max): its own keys when set, else, for USD
+    only, the unsuffixed ones (§10); None where no key applies."""
+
+    def pick(base: str) -> str | None:
+        own = f"{base}.{currency}"
+        if values.get(own) is not None:
+            return own
+        return base if currency == UNSUFFIXED_CURRENCY else None
+
+    return pick(MIN_KEY), pick(MAX_KEY)
+
+
+def effective_limits(values: dict[str, Any]) -> Limits:
+    """Effective values of the limit keys (the unsuffixed ones always present) → Limits."""
+    currencies = {UNSUFFIXED_CURRENCY}
+    for key, value in values.items():
+        parts = split_limit_key(key)
+        if parts is not None and value is not None and parts[1] in money.CURRENCIES:
+            currencies.add(parts[1])
+    limits: Limits = {}
+    for currency in sorted(currencies):
+        low_key, high_key = limit_keys_for(values, currency)
+        limits[currency] = (
+            None if low_key is None else money.to_minor(values[low_key], currency),
+            None if high_key is None else money.to_minor(values[high_key], currency),
+        )
+    return limits
+
+
 def validate(key: str, value: Any) -> Any:
     """The canonical stored value for `key`, or ConfigValueError / KeyError (unknown key)."""
-    return KEYS[key].validate(value)
+    known = spec(key)
+    if known is None:
+        raise KeyError(key)
+    return known.validate(value)
 
 
 def check_consistency(values: dict[str, Any]) -> tuple[str, str] | None:
     """Rules across keys on the full set of effective values → (key, message) of the first
-    broken one, else None."""
-    low = Decimal(values["payment.minAmount"])
-    high = Decimal(values["payment.maxAmount"])
+    broken one, else None: min ≤ max for the unsuffixed pair and for every currency's
+    effective pair (compared in that currency's minor units)."""
+    low = Decimal(values[MIN_KEY])
+    high = Decimal(values[MAX_KEY])
     if low > high:
-        return "payment.minAmount", "must not be greater than payment.maxAmount"
+        return MIN_KEY, f"must not be greater than {MAX_KEY}"
+    for currency, (low_minor, high_minor) in effective_limits(values).items():
+        if low_minor is not None and high_minor is not None and low_minor > high_minor:
+            low_key, high_key = limit_keys_for(values, currency)
+            return str(low_key), f"must not be greater than {high_key}"
     return None
 
 
 async def get_value(session: AsyncSession, key: str) -> Any | None:
     """The value of `key`: the stored one, else its default; None for an unknown key."""
-    known = KEYS.get(key)
+    known = spec(key)
     if known is None:
         return None
     stored = await session.scalar(select(SystemConfig.value).where(SystemConfig.key == key))
     return known.default if stored is None else stored
 
 
-async def get_values(session: AsyncSession) -> dict[str, Any]:
-    """Every known key with its effective value (stored or default)."""
+async def stored_values(session: AsyncSession) -> dict[str, Any]:
+    """The keys that are set (known keys only: a row of a key no longer known is ignored)."""
     rows = (await session.execute(select(SystemConfig.key, SystemConfig.value))).all()
-    stored: dict[str, Any] = {row.key: row.value for row in rows}
-    return {key: stored.get(key, item.default) for key, item in KEYS.items()}
+    return {row.key: row.value for row in rows if spec(row.key) is not None}
 
 
-async def amount_limits(session: AsyncSession) -> tuple[Decimal, Decimal]:
-    """(payment.minAmount, payment.maxAmount) as Decimals — what payments enforces."""
-    rows = (
-        await session.execute(
-            select(SystemConfig.key, SystemConfig.value).where(
-                SystemConfig.key.in_(("payment.minAmount", "payment.maxAmount"))
-            )
-        )
-    ).all()
-    stored: dict[str, Any] = {row.key: row.value for row in rows}
-    low = stored.get("payment.minAmount", KEYS["payment.minAmount"].default)
-    high = stored.get("payment.maxAmount", KEYS["payment.maxAmount"].default)
-    return Decimal(low), Decimal(high)
+async def get_values(session: AsyncSession) -> dict[str, Any]:
+    """Every fixed key with its effective value (stored or default), plus every per-currency
+    limit key that is set."""
+    stored = await stored_values(session)
+    return {**{key: item.default for key, item in KEYS.items()}, **stored}
+
+
+async def amount_limits(session: AsyncSession) -> Limits:
+    """The payment limits per currency (minor units) — what payments enforces."""
+    values = await get_values(session)
+    return effective_limits({k: v for k, v in values.items() if is_limit_key(k)})

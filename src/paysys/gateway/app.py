@@ -12,7 +12,6 @@ scopes pass the HTTP middleware by; the realtime endpoints add what they need th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +40,7 @@ from paysys.core.middleware import (
 )
 from paysys.core.redis import create_redis
 from paysys.core.runtime import on_shutdown_drain
+from paysys.core.tasks import cancel_and_wait
 from paysys.gateway.openapi import OpenAPIAggregator, docs_endpoint
 from paysys.gateway.proxy import Proxy, ProxyMiddleware
 from paysys.gateway.ratelimit import RateLimiter
@@ -88,9 +88,7 @@ class Gateway:
     async def stop(self) -> None:
         await self.realtime.stop()
         if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+            await cancel_and_wait([self._prober])
         await self.proxy.stop()
         if self.limiter is not None:
             self.limiter.close()

@@ -104,6 +104,7 @@ AUTH_BEARER_PATHS = frozenset(
 )
 AUTH_LIMITED_ENDPOINTS = ("login", "register", "refresh")
 WEBHOOK_PATH = "/api/payments/webhooks/psp"
+AVATAR_PREFIX = "/api/profile/avatar/"
 
 
 def requires_bearer(service: str, path: str, method: str) -> bool:
@@ -113,7 +114,18 @@ def requires_bearer(service: str, path: str, method: str) -> bool:
         return trimmed in AUTH_BEARER_PATHS or trimmed.startswith("/api/auth/sessions/")
     if service == "payments":
         return not (method == "POST" and path.rstrip("/") == WEBHOOK_PATH)
-    return True  # admin, profile
+    if service == "profile":
+        return not (method == "GET" and _is_avatar_image(path))
+    return True  # admin
+
+
+def _is_avatar_image(path: str) -> bool:
+    """`GET /api/profile/avatar/{userId}` is public (§6: an `<img>` sends no token): exactly one
+    non-empty segment after the prefix, so no other profile path can pass as it."""
+    if not path.startswith(AVATAR_PREFIX):
+        return False
+    user_id = path[len(AVATAR_PREFIX) :].removesuffix("/")
+    return bool(user_id) and "/" not in user_id and user_id not in (".", "..")
 
 
 class _ProxyRequest(ClientRequest):

@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from paysys.core.logging import get_logger
 from paysys.core.redis import HotPathRedis, RedisPipe, create_pipe, hot_path_client
+from paysys.core.redis_outage import RedisOutage
 from paysys.core.revocation import REVOKED_JTI_KEY, REVOKED_SID_KEY, TOKEN_VERSION_KEY
 from paysys.core.tokens import Principal
 
@@ -146,10 +147,6 @@ class LocalLimiter:
 class RateLimiter:
     """Redis sliding-window limits with a local fail-open fallback."""
 
-    # After a Redis failure, skip Redis for this long (a dead Redis must not add its connect
-    # timeout to every request), then try again.
-    RETRY_AFTER_FAILURE = 1.0
-
     def __init__(self, redis: Redis, prefix: str = "gw:rl:", url: str | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -159,11 +156,12 @@ class RateLimiter:
         self.local = LocalLimiter()
         self._member = count()
         self._proc = os.urandom(4).hex()
-        self._down_until = 0.0
-        self.redis_down = False
+        self.outage = RedisOutage(
+            "rate limiter failing open: Redis unavailable", "rate limiter back on Redis"
+        )
 
     async def hit(self, key: str, policy: Policy, principal: Principal | None = None) -> Decision:
-        if self._down_until and time.monotonic() < self._down_until:
+        if not self.outage.usable():
             FAIL_OPEN.inc()
             return self.local.hit(key, policy)
         member = f"{self._proc}:{next(self._member)}"
@@ -182,18 +180,10 @@ class RateLimiter:
         try:
             result = await self._eval(keys, args)
         except (TimeoutError, RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + self.RETRY_AFTER_FAILURE
-            if not self.redis_down:
-                self.redis_down = True
-                log.warning(
-                    "rate limiter failing open: Redis unavailable", error=type(exc).__name__
-                )
+            self.outage.failed(exc)
             FAIL_OPEN.inc()
             return self.local.hit(key, policy)
-        if self.redis_down:
-            self.redis_down = False
-            self._down_until = 0.0
-            log.info("rate limiter back on Redis")
+        self.outage.succeeded()
         status, remaining, reset = result[0], result[1], result[2]
         if status < 0:
             return Decision(True, policy.limit, 0, policy, revoked=True)

@@ -83,6 +83,12 @@ PAYMENT_ID_DOC = path_parameter("payment_id", "The payment's id", format="uuid")
     "POST",
     status_code=201,
     summary="Create a payment (idempotent with Idempotency-Key)",
+    description="Server rules beyond the schema (api-contracts §10): exactly one of "
+    "`recipientId`/`recipientEmail`, not oneself, recipient active; amount precision by the "
+    "currency's minor units; amount limits per currency from the config keys "
+    "`payment.minAmount.<CUR>`/`payment.maxAmount.<CUR>` (the unsuffixed keys apply to USD "
+    "only; a currency without keys has no limit beyond the schema's), refused with 400 "
+    "`VALIDATION_ERROR` `amount: must not exceed <max> <CUR>` (or `must be at least`).",
     openapi_extra={
         "parameters": [IDEMPOTENCY_KEY_DOC],
         "requestBody": {
@@ -145,6 +151,8 @@ async def list_payments(request: Request) -> Response:
 @router.get(
     "/recipients",
     summary="Recipient lookup (a bare array, at most 100)",
+    description="Active CUSTOMER and VENDOR accounts other than the caller, sorted by name; "
+    "ADMIN accounts are never listed.",
     openapi_extra={"parameters": RecipientsQuery.openapi_parameters()},
 )
 async def recipients(request: Request, principal: CurrentUser) -> Response:

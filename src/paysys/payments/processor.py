@@ -10,8 +10,9 @@ Life of a payment here:
 2. **decide** — after `PROCESSOR_DELAY_MS` the simulated PSP decides: a description containing
    `FAIL` fails with a reason, anything else completes with a PSP transaction id;
 3. **report** — the outcome goes through the same door a real PSP uses: a signed HTTP POST to
-   the service's own `/api/payments/webhooks/psp`. Its `eventId` is derived from the payment
-   and the outcome, so sending it again (a retry, a restart) changes nothing.
+   the service's own `/api/payments/webhooks/psp` (on the port this very process serves, see
+   `webhook_url`). Its `eventId` is derived from the payment and the outcome, so sending it
+   again (a retry, a restart) changes nothing.
 
 Restarts: on a graceful stop the leases of unfinished payments are released, so the next
 process takes them over at once; after a crash the lease runs out and any processor takes
@@ -80,9 +81,25 @@ class SimulatedPsp:
 WebhookSender = Callable[[bytes, dict[str, str]], Awaitable[int]]
 
 
+_ANY_INTERFACE = {"", "0.0.0.0", "::", "localhost"}
+
+
 def webhook_url(settings: Settings) -> str:
-    """PAYMENTS_WEBHOOK_URL (a base URL or the full webhook URL), else this service's port."""
-    base = settings.payments_webhook_url or f"http://127.0.0.1:{settings.port or 3002}"
+    """Where the outcome is reported: PAYMENTS_WEBHOOK_URL (a base URL or the full webhook URL);
+    else this very process, at the PORT/HOST `paysys serve` set to what it binds (never a fixed
+    3002: another service there would get, and refuse, our webhooks); else, in a process that
+    serves no HTTP (`paysys worker payments`), the first PAYMENTS_SERVICE_URL."""
+    if settings.payments_webhook_url:
+        base = settings.payments_webhook_url
+    elif settings.port:
+        host = (settings.host or "").strip()
+        if host in _ANY_INTERFACE:
+            host = "127.0.0.1"
+        elif ":" in host:  # an IPv6 literal
+            host = f"[{host.strip('[]')}]"
+        base = f"http://{host}:{settings.port}"
+    else:
+        base = settings.payments_service_url[0]
     base = base.rstrip("/")
     return base if base.endswith(WEBHOOK_PATH) else base + WEBHOOK_PATH
 

@@ -379,7 +379,7 @@ async def list_payments(
 
 _RECIPIENTS_SQL = """
 SELECT id, name, email FROM users
-WHERE is_active AND deleted_at IS NULL AND id <> $1
+WHERE is_active AND deleted_at IS NULL AND id <> $1 AND role IN ('CUSTOMER', 'VENDOR')
   AND ($2::text IS NULL OR name ILIKE $2 OR email ILIKE $2)
 ORDER BY name, email, id
 LIMIT $3
@@ -387,7 +387,8 @@ LIMIT $3
 
 
 async def recipients(conn: Conn, caller_id: uuid.UUID, q: str | None, limit: int) -> list[Any]:
-    """Active users other than the caller whose name or email contains `q`, by name."""
+    """Active CUSTOMER and VENDOR accounts other than the caller whose name or email contains
+    `q`, by name. ADMIN accounts are never listed (§4): any user may call this lookup."""
     return list(await conn.fetch(_RECIPIENTS_SQL, caller_id, _contains(q) if q else None, limit))
 
 

@@ -12,15 +12,15 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from paysys.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from paysys.core.events.outbox import OutboxRows
-from paysys.core.money import format_minor, to_decimal
+from paysys.core.money import format_minor
 from paysys.core.querydates import DateRange
+from paysys.core.sysconfig import Limits
 from paysys.core.timefmt import iso_z
 from paysys.core.tokens import Principal
 from paysys.payments import queries, states
@@ -84,7 +84,7 @@ async def create_payment(
     idempotency_key: str | None,
     request_fingerprint: str,
     wait_ms: int,
-    limits: tuple[Decimal, Decimal] | None = None,
+    limits: Limits | None = None,
 ) -> Created:
     """Create a payment; with an Idempotency-Key the key is claimed in the same transaction
     as the payment, its first history row and its `payment.created` event."""
@@ -182,14 +182,17 @@ async def _insert_payment(
     return created["id"], dumps({"success": True, "data": payment}).encode()
 
 
-def check_limits(data: CreateInput, limits: tuple[Decimal, Decimal]) -> None:
-    """`payment.minAmount` / `payment.maxAmount` (face values, any currency) from config."""
-    low, high = limits
-    face = to_decimal(data.amount, data.currency)
-    if face < low:
-        raise ValidationFailed("amount", f"must be at least {low}")
-    if face > high:
-        raise ValidationFailed("amount", f"must not exceed {high}")
+def check_limits(data: CreateInput, limits: Limits) -> None:
+    """The config limits of the payment's currency (minor units; a currency without any has
+    none beyond the amount rules already applied)."""
+    currency = data.currency
+    low, high = limits.get(currency, (None, None))
+    if low is not None and data.amount < low:
+        bound = format_minor(low, currency)
+        raise ValidationFailed("amount", f"must be at least {bound} {currency}")
+    if high is not None and data.amount > high:
+        bound = format_minor(high, currency)
+        raise ValidationFailed("amount", f"must not exceed {bound} {currency}")
 
 
 # --- read ---------------------------------------------------------------------------------

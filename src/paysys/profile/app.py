@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from paysys.core.config import Settings
 from paysys.core.http import create_service_app
-from paysys.profile.api import router
+from paysys.profile.api import public_router, router
 from paysys.profile.consumers import ProfileConsumer
 
 
@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     consumer = ProfileConsumer()
     app = create_service_app(
         "profile",
-        [router],
+        [router, public_router],
         settings=settings,
         handlers=consumer.handlers,
         workers=[consumer.bind],

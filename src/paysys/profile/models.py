@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Text, text
+from sqlalchemy import ForeignKey, LargeBinary, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,3 +30,17 @@ class Profile(TimestampMixin, Base):
     preferences: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     # Set when the user was deleted and the personal data above was erased (user.deleted).
     personal_data_removed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ProfileAvatar(Base):
+    """An uploaded avatar, re-encoded (profile.avatars): kept apart from `profiles` so reading a
+    profile never loads image bytes. Gone with the user (cascade) and on `user.deleted`."""
+
+    __tablename__ = "profile_avatars"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    image: Mapped[bytes] = mapped_column(LargeBinary)
+    etag: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

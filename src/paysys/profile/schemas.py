@@ -6,17 +6,42 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJsonSchema
 
 from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
+from paysys.profile import avatars
 from paysys.profile import validation as rules
 
 MAX_ADDRESS = 500
 MAX_BIO = 1000
 
 PhoneNumber = Annotated[str, Field(max_length=40), AfterValidator(rules.normalize_phone)]
+AVATAR_URL_RULE = (
+    "An http(s) URL of at most 2048 characters, or an uploaded image: a "
+    "`data:image/(png|jpeg|webp|gif);base64,…` URL of at most 5 MiB decoded. The upload is "
+    "decoded and verified as an image of the declared type, re-encoded to WebP of at most "
+    "512x512 without metadata and stored; `avatarUrl` then reads "
+    "`/api/profile/avatar/{userId}?v=<etag>` (sending that value back leaves the avatar as it "
+    "is). Anything else → 400 VALIDATION_ERROR naming the reason (type, size, not an image)."
+)
+# Longest accepted value: the longest allowed media type with the base64 of 5 MiB.
+MAX_AVATAR_URL = len("data:image/jpeg;base64,") + avatars.MAX_BASE64
 AvatarUrl = Annotated[
-    str, Field(max_length=rules.MAX_URL_LENGTH), AfterValidator(rules.validate_http_url)
+    str,
+    # Lengths are checked by the validator, whose messages name the rule (size, 2048).
+    AfterValidator(rules.validate_avatar_url),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "anyOf": [
+                {"maxLength": rules.MAX_URL_LENGTH},
+                {
+                    "pattern": "^data:image/(png|jpeg|webp|gif);base64,",
+                    "maxLength": MAX_AVATAR_URL,
+                },
+            ],
+        }
+    ),
 ]
 Language = Annotated[str, Field(max_length=35), AfterValidator(rules.normalize_language)]
 Currency = Annotated[
@@ -51,7 +76,9 @@ class ProfileUpdate(ApiModel):
         default=None, description="E.164; spaces, dashes, dots and parentheses are ignored"
     )
     address: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_ADDRESS)
-    avatar_url: Annotated[AvatarUrl | None, Blank] = Field(default=None, description="http(s) URL")
+    avatar_url: Annotated[AvatarUrl | None, Blank] = Field(
+        default=None, description=AVATAR_URL_RULE
+    )
     bio: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_BIO)
 
     def changes(self) -> dict[str, str | None]:
@@ -115,6 +142,10 @@ class ProfileOut(ResponseModel):
     id: uuid.UUID
     user_id: uuid.UUID
     phone_number: str | None
+    phone: str | None = Field(
+        description="= phoneNumber: a read-only alias (the reference UI reads it); write "
+        "phoneNumber"
+    )
     address: str | None
     avatar_url: str | None
     bio: str | None

@@ -9,16 +9,18 @@ import uuid
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysys.core.errors import NotFound
+from paysys.core.errors import NotFound, ValidationFailed
 from paysys.core.events.outbox import emit
 from paysys.core.timefmt import iso_z
+from paysys.profile import avatars
 from paysys.profile.cache import ProfileCache
-from paysys.profile.models import Profile
+from paysys.profile.models import Profile, ProfileAvatar
 from paysys.profile.schemas import DEFAULT_PREFERENCES, PreferencesUpdate, ProfileUpdate
+from paysys.profile.validation import AVATAR_PATH
 from paysys.users.models import User
 
 PERSONAL_FIELDS = ("phone_number", "address", "avatar_url", "bio")
@@ -99,9 +101,22 @@ _PROFILE_COLUMNS = (
 _COLUMNS = (*_PROFILE_COLUMNS, User.email, User.name, User.role)
 
 
+def with_aliases(profile: dict[str, Any]) -> dict[str, Any]:
+    """§6: `phone` (= `phoneNumber`, read-only, what the reference UI reads) right after
+    `phoneNumber`. Recomputed on every read, cached copies included (one cached by a version
+    without the alias gets it too)."""
+    shaped: dict[str, Any] = {}
+    for key, value in profile.items():
+        if key != "phone":
+            shaped[key] = value
+        if key == "phoneNumber":
+            shaped["phone"] = value
+    return shaped
+
+
 def profile_json(row: Row[Any]) -> dict[str, Any]:
     """The §6 profile without its `user` (preferences with the defaults filled in)."""
-    return {
+    profile = {
         "id": str(row.id),
         "userId": str(row.user_id),
         "phoneNumber": row.phone_number,
@@ -112,6 +127,7 @@ def profile_json(row: Row[Any]) -> dict[str, Any]:
         "createdAt": iso_z(row.created_at),
         "updatedAt": iso_z(row.updated_at),
     }
+    return with_aliases(profile)
 
 
 def to_json(row: Row[Any]) -> dict[str, Any]:
@@ -154,7 +170,7 @@ async def _read_through(
 ) -> dict[str, Any]:
     cached, generation = await cache.get(user_id)
     if cached is not None:
-        return cached
+        return with_aliases(cached)
     stmt = (
         select(*_COLUMNS).join(User, User.id == Profile.user_id).where(Profile.user_id == user_id)
     )
@@ -196,30 +212,84 @@ async def _locked(session: AsyncSession, user_id: uuid.UUID) -> Row[Any]:
     return await _load(session, user_id, lock=True)
 
 
+def avatar_path(user_id: uuid.UUID, etag: str) -> str:
+    """`avatarUrl` of an uploaded avatar: the public route, versioned so caches see a change."""
+    return f"/api/profile/avatar/{user_id}?v={etag}"
+
+
 async def update_profile(
     session: AsyncSession, redis: Redis, user_id: uuid.UUID, body: ProfileUpdate
 ) -> dict[str, Any]:
+    changes = body.changes()
+    sent = changes.get("avatar_url")
+    avatar: avatars.Avatar | None = None
+    if sent is not None and avatars.is_data_url(sent):
+        # Decoding is CPU work in a thread, done before the first query: the session has not
+        # taken a connection yet, so no connection waits on the image.
+        avatar = await avatars.process(avatars.parse_data_url(sent))
+        changes["avatar_url"] = avatar_path(user_id, avatar.etag)
     row = await _locked(session, user_id)
-    values = {name: value for name, value in body.changes().items() if getattr(row, name) != value}
+    if sent is not None and AVATAR_PATH.fullmatch(sent) and sent != row.avatar_url:
+        # Only the caller's current avatar path comes back unchanged; any other is refused.
+        raise ValidationFailed(
+            "avatarUrl", "must be an http(s) URL, an image data URL or the current avatar path"
+        )
+    values = {name: value for name, value in changes.items() if getattr(row, name) != value}
     if not values:
         await session.commit()
         return to_json(row)
     await session.execute(
         update(Profile).where(Profile.user_id == user_id).values(**values, updated_at=func.now())
     )
+    if "avatar_url" in values:
+        await _store_avatar(session, user_id, avatar)
+    event_changes = field_changes(values)
+    if avatar is not None and "avatar_url" in values:
+        event_changes["avatarUrl"]["uploaded"] = True
     await emit(
         session,
         "profile.updated",
-        {
-            "userId": str(user_id),
-            "changes": field_changes(values),
-        },
+        {"userId": str(user_id), "changes": event_changes},
         actor_id=user_id,
     )
     row = await _load(session, user_id)
     await session.commit()
     await ProfileCache(redis).invalidate(user_id)
     return to_json(row)
+
+
+async def _store_avatar(
+    session: AsyncSession, user_id: uuid.UUID, avatar: avatars.Avatar | None
+) -> None:
+    """The stored image follows `avatarUrl`: replaced by an upload, gone otherwise (an http(s)
+    URL or null must not leave an old upload publicly served)."""
+    if avatar is None:
+        await session.execute(delete(ProfileAvatar).where(ProfileAvatar.user_id == user_id))
+        return
+    stmt = insert(ProfileAvatar).values(user_id=user_id, image=avatar.image, etag=avatar.etag)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ProfileAvatar.user_id],
+            set_={
+                "image": stmt.excluded.image,
+                "etag": stmt.excluded.etag,
+                "updated_at": func.now(),
+            },
+        )
+    )
+
+
+async def find_avatar(session: AsyncSession, user_id: uuid.UUID) -> tuple[bytes, str] | None:
+    """(WebP bytes, etag) of a user's uploaded avatar; None without one or once the user is
+    deleted (at once: the `user.deleted` consumer removes the row a moment later)."""
+    stmt = (
+        select(ProfileAvatar.image, ProfileAvatar.etag)
+        .join(User, User.id == ProfileAvatar.user_id)
+        .where(ProfileAvatar.user_id == user_id, User.deleted_at.is_(None))
+    )
+    row = (await session.execute(stmt)).first()
+    await session.rollback()  # release the connection before the bytes are sent
+    return None if row is None else (row.image, row.etag)
 
 
 async def update_preferences(
@@ -250,9 +320,11 @@ async def update_preferences(
 
 
 async def remove_personal_data(session: AsyncSession, user_id: uuid.UUID) -> bool:
-    """Erase phone, address, avatar, bio and preferences of a deleted user (no commit).
-    Works before the profile exists too (a late `user.created` then changes nothing)."""
+    """Erase phone, address, avatar (the stored image too), bio and preferences of a deleted
+    user (no commit). Works before the profile exists too (a late `user.created` then changes
+    nothing)."""
     await ensure_profile(session, user_id)
+    await session.execute(delete(ProfileAvatar).where(ProfileAvatar.user_id == user_id))
     result = await session.execute(
         update(Profile)
         .where(Profile.user_id == user_id)

@@ -12,6 +12,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from paysys.core.money import MoneyError, parse_currency
+from paysys.profile import avatars
 
 PHONE_NOISE = re.compile(r"[\s\-.()]")
 E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
@@ -44,6 +45,22 @@ def validate_http_url(value: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not contain credentials")
     return value
+
+
+# The value `avatarUrl` takes after an upload: a client that sends its profile back unchanged
+# sends this too (the service accepts it only as the caller's current value).
+AVATAR_PATH = re.compile(r"/api/profile/avatar/[0-9a-f-]{36}\?v=[0-9a-f]{32}")
+
+
+def validate_avatar_url(value: str) -> str:
+    """An http(s) URL, an uploaded image as a data URL (cheap checks only: type and size; the
+    image itself is verified by `avatars.process`), or the stored avatar's own path."""
+    if avatars.is_data_url(value):
+        avatars.parse_data_url(value)
+        return value
+    if AVATAR_PATH.fullmatch(value):
+        return value
+    return validate_http_url(value)
 
 
 @lru_cache(maxsize=1)

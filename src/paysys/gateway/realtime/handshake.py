@@ -21,7 +21,7 @@ from paysys.core.errors import AppError
 from paysys.core.logging import redact_text
 from paysys.core.middleware import REQUEST_ID_RE, header
 from paysys.core.tokens import Principal, VerifiedTokens, bearer_token
-from paysys.gateway.ratelimit import RateLimiter
+from paysys.gateway.ratelimit import Policy, RateLimiter
 from paysys.gateway.realtime import metrics
 from paysys.gateway.realtime.limits import HANDSHAKE_POLICY, ConnectionCounter
 
@@ -64,27 +64,20 @@ def query_param(scope: Scope, name: str) -> str | None:
     return values[0] if values else None
 
 
+@dataclass(kw_only=True, eq=False)
 class Gatekeeper:
-    def __init__(
-        self,
-        *,
-        origins: frozenset[str],
-        tokens: VerifiedTokens,
-        address: TrustedProxies,
-        max_connections: int,
-        open_count: Callable[[], int],  # open + being admitted (this one too), this process
-        user_count: Callable[[str], int],  # this process's connections of that user
-    ) -> None:
-        self.origins = origins
-        self.tokens = tokens
-        self.address = address
-        self.max_connections = max_connections
-        self.open_count = open_count
-        self.user_count = user_count
-        self.limiter: RateLimiter | None = None
-        self.counter: ConnectionCounter | None = None
-        self.handshake_policy = HANDSHAKE_POLICY
-        self.draining = False
+    """Who may open a real-time connection (§9.1): origin, token, caps, rate limit."""
+
+    origins: frozenset[str]
+    tokens: VerifiedTokens
+    address: TrustedProxies
+    max_connections: int
+    open_count: Callable[[], int]  # open + being admitted (this one too), this process
+    user_count: Callable[[str], int]  # this process's connections of that user
+    limiter: RateLimiter | None = None
+    counter: ConnectionCounter | None = None
+    handshake_policy: Policy = HANDSHAKE_POLICY
+    draining: bool = False
 
     def client_ip(self, scope: Scope) -> str:
         """The client, by the one rule of `core.clientip` (WebSocket scopes included)."""

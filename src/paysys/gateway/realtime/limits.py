@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from paysys.core.logging import get_logger
+from paysys.core.redis_outage import RedisOutage
 from paysys.gateway.ratelimit import Policy
 
 log = get_logger("paysys.gateway.realtime")
@@ -83,41 +84,30 @@ class MessageRate:
 class ConnectionCounter:
     """Open connections per user, shared by every replica through Redis."""
 
-    # After a Redis failure, count locally for this long before trying Redis again (a dead
-    # Redis must not add its connect timeout to every handshake).
-    RETRY_AFTER_FAILURE = 1.0
-
     def __init__(self, redis: Redis, cap: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.redis = redis
         self.cap = cap
         self.clock = clock
         self._acquire = redis.register_script(_ACQUIRE_LUA)
         self._renew = redis.register_script(_RENEW_LUA)
-        self._down_until = 0.0
-
-    def _redis_usable(self) -> bool:
-        return not self._down_until or self.clock() >= self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        if not self._down_until:
-            log.warning(
-                "connection counter: Redis unavailable, counting per process",
-                error=type(exc).__name__,
-            )
-        self._down_until = self.clock() + self.RETRY_AFTER_FAILURE
+        self.outage = RedisOutage(
+            "connection counter: Redis unavailable, counting per process",
+            "connection counter back on Redis",
+            clock=clock,
+        )
 
     async def acquire(self, user_id: str, connection_id: str, local_count: int) -> bool:
         """Take a slot for a new connection; False when the user is at the cap."""
-        if self._redis_usable():
+        if self.outage.usable():
             try:
                 admitted = await self._acquire(
                     keys=[CONNECTIONS_KEY.format(user_id)],
                     args=[self.cap, LEASE_MS, connection_id],
                 )
             except (RedisError, OSError) as exc:
-                self._failed(exc)
+                self.outage.failed(exc)
             else:
-                self._down_until = 0.0
+                self.outage.succeeded()
                 return bool(admitted)
         return local_count < self.cap
 

@@ -31,6 +31,7 @@ from paysys.core.context import request_id_var
 from paysys.core.logging import get_logger
 from paysys.core.redis import HotPathRedis
 from paysys.core.revocation import is_revoked
+from paysys.core.tasks import cancel_and_wait
 from paysys.core.tokens import VerifiedTokens
 from paysys.gateway.ratelimit import RateLimiter
 from paysys.gateway.realtime import metrics
@@ -107,10 +108,7 @@ class Realtime:
         self._spawn(self._sweep_loop(), "realtime-revocation-sweep")
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None

@@ -35,8 +35,13 @@ def client_for(health: HealthChecks) -> httpx.AsyncClient:
 
 async def test_concurrent_probes_share_one_check_per_dependency() -> None:
     database, redis = FakeCheck(), FakeCheck()
+    now = [100.0]  # the cache's clock, moved by hand: a loaded machine cannot age it
     health = HealthChecks(
-        "svc", required={"database": database}, optional={"redis": redis}, cache_seconds=0.3
+        "svc",
+        required={"database": database},
+        optional={"redis": redis},
+        cache_seconds=0.3,
+        clock=lambda: now[0],
     )
     async with client_for(health) as client:
         answers = await asyncio.gather(
@@ -46,7 +51,7 @@ async def test_concurrent_probes_share_one_check_per_dependency() -> None:
         assert (database.calls, redis.calls) == (1, 1)
         await client.get("/health/ready")  # still within the period: cached
         assert (database.calls, redis.calls) == (1, 1)
-        await asyncio.sleep(0.35)
+        now[0] += 0.35
         await asyncio.gather(*(client.get("/health/ready") for _ in range(10)))
         assert (database.calls, redis.calls) == (2, 2)
 

@@ -62,6 +62,7 @@ class HealthChecks:
     required: dict[str, Check] = field(default_factory=dict)
     optional: dict[str, Check] = field(default_factory=dict)
     cache_seconds: float = 1.0
+    clock: Callable[[], float] = time.monotonic  # injected by tests (the cache's age)
     started_at: float = field(default_factory=time.monotonic)
     _cached: tuple[float, Results] | None = field(default=None, init=False, repr=False)
     _probing: asyncio.Future[Results] | None = field(default=None, init=False, repr=False)
@@ -71,7 +72,7 @@ class HealthChecks:
         """→ (public checks, all required up, all optional up): the cached result while it is
         younger than `cache_seconds`, else the one probe in flight (started if none is)."""
         cached = self._cached
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+        if cached is not None and self.clock() - cached[0] < self.cache_seconds:
             return cached[1]
         if self._probing is None:
             self._probing = asyncio.ensure_future(self._probe())
@@ -90,7 +91,7 @@ class HealthChecks:
             optional_ok = all(by_name[n]["status"] == "up" for n in self.optional)
             public = {name: _public(result) for name, result in by_name.items()}
             outcome = (public, required_ok, optional_ok)
-            self._cached = (time.monotonic(), outcome)
+            self._cached = (self.clock(), outcome)
             return outcome
         finally:
             self._probing = None

@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from paysys.admin import audit, service
 from paysys.admin.schemas import (
@@ -24,13 +24,15 @@ from paysys.admin.schemas import (
     UserSort,
     parse_bool,
 )
-from paysys.core import jsonbody
+from paysys.core import jsonbody, sysconfig
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok, page_of
 from paysys.core.errors import ValidationFailed
 from paysys.core.http import parse_uuid
+from paysys.core.passwords import PASSWORD_RULES
 from paysys.core.querydates import parse_range
 from paysys.core.routing import JsonBodyRoute
+from paysys.core.schemas import UuidPath
 from paysys.core.security import AdminUser
 from paysys.payments import service as payments_service
 from paysys.payments.db import connect, dumps
@@ -103,14 +105,19 @@ async def list_users(
 
 
 @router.get("/users/{user_id}", summary="A user with profile and payment counts")
-async def get_user(user_id: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+async def get_user(user_id: UuidPath, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
     return ok(await service.user_detail(session, _user_id(user_id)))
 
 
 # --- users (writes: paysys.users.accounts, the code path auth uses) -----------------------------
 
 
-@router.post("/users", status_code=201, summary="Create a user (same policy as registration)")
+@router.post(
+    "/users",
+    status_code=201,
+    summary="Create a user (same policy as registration)",
+    description=PASSWORD_RULES,
+)
 async def create_user(
     body: CreateUserBody, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
@@ -118,7 +125,7 @@ async def create_user(
 
 
 async def _update_user(
-    user_id: str, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     user = await service.update_user(
         session,
@@ -144,7 +151,7 @@ router.add_api_route(
 
 
 async def _change_role(
-    user_id: str, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     user = await service.change_role(
         session, request.app.state.redis, _user_id(user_id), body.role, actor_id=admin.id
@@ -166,7 +173,7 @@ router.add_api_route(
 
 @router.patch("/users/{user_id}/status", summary="Activate or deactivate a user")
 async def set_status(
-    user_id: str, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     user = await service.set_status(
         session,
@@ -183,7 +190,7 @@ async def set_status(
     "/users/{user_id}", status_code=204, response_class=Response, summary="Soft-delete a user"
 )
 async def delete_user(
-    user_id: str, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, admin: AdminUser, session: SessionDep, request: Request
 ) -> Response:
     await service.delete_user(
         session, request.app.state.redis, _user_id(user_id), actor_id=admin.id
@@ -303,11 +310,7 @@ _CONFIG_MAP_DOC = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": "configuration key → new value (all or nothing)",
-                    "additionalProperties": True,
-                },
+                "schema": sysconfig.config_map_schema(),
                 "example": {"payment.minAmount": "1.00", "payment.maxAmount": "50000.00"},
             }
         },
@@ -321,7 +324,7 @@ _CONFIG_VALUE_DOC = {
                 "schema": {
                     "type": "object",
                     "required": ["value"],
-                    "properties": {"value": {}},
+                    "properties": {"value": sysconfig.any_value_schema()},
                     "additionalProperties": False,
                 },
                 "example": {"value": "50000.00"},
@@ -334,6 +337,7 @@ _CONFIG_VALUE_DOC = {
 @router.put(
     "/config",
     summary="Set several configuration keys at once (all or nothing)",
+    description=sysconfig.CONFIG_RULES,
     openapi_extra=_CONFIG_MAP_DOC,
 )
 async def put_config(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
@@ -344,14 +348,24 @@ async def put_config(request: Request, admin: AdminUser, session: SessionDep) ->
     return ok({"config": entries})
 
 
+ConfigKeyPath = Annotated[str, Path(json_schema_extra=sysconfig.key_schema())]
+
+
 @router.get("/config/{key}", summary="One configuration key")
-async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+async def get_config_key(
+    key: ConfigKeyPath, admin: AdminUser, session: SessionDep
+) -> dict[str, Any]:
     return ok(await service.config_entry(session, key))
 
 
-@router.put("/config/{key}", summary="Set one configuration key", openapi_extra=_CONFIG_VALUE_DOC)
+@router.put(
+    "/config/{key}",
+    summary="Set one configuration key",
+    description=sysconfig.CONFIG_RULES,
+    openapi_extra=_CONFIG_VALUE_DOC,
+)
 async def put_config_key(
-    key: str, request: Request, admin: AdminUser, session: SessionDep
+    key: ConfigKeyPath, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
     service.require_config_key(key)
     body = jsonbody.read_json(await request.body(), exact=True)

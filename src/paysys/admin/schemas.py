@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from paysys.core.errors import ValidationFailed
+from paysys.core.passwords import PASSWORD_SCHEMA
 from paysys.core.schemas import ApiModel
+
+EMAIL_DOC: dict[str, Any] = {"format": "email"}
 
 Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
 Order = Literal["asc", "desc"]
@@ -27,15 +30,17 @@ def parse_bool(field: str, value: str | None) -> bool | None:
 
 
 class CreateUserBody(ApiModel):
-    email: str = Field(min_length=3, max_length=254)
-    password: str = Field(max_length=128)
+    email: str = Field(min_length=3, max_length=254, json_schema_extra=EMAIL_DOC)
+    password: str = Field(max_length=128, json_schema_extra=PASSWORD_SCHEMA)
     name: str = Field(min_length=1, max_length=100)
     role: Role
 
 
 class UpdateUserBody(ApiModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    email: str | None = Field(default=None, min_length=3, max_length=254)
+    email: str | None = Field(
+        default=None, min_length=3, max_length=254, json_schema_extra=EMAIL_DOC
+    )
 
 
 class RoleBody(ApiModel):

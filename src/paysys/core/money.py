@@ -43,6 +43,13 @@ CURRENCIES: dict[str, int] = {
     code: int(digits) for code, digits in zip(_PARTS[::2], _PARTS[1::2], strict=True)
 }
 DEFAULT_CURRENCY = "USD"
+# The JSON Schema of a currency field (api-contracts §1.3): the known codes, upper or lower case
+# (the server upper-cases any case and trims; the document lists the two usual spellings).
+CURRENCY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "enum": [*CURRENCIES, *(code.lower() for code in CURRENCIES)],
+    "description": "ISO 4217 alphabetic code of an active currency (any case; upper-cased)",
+}
 MAX_DIGITS = max(CURRENCIES.values())
 
 # The largest amount accepted, in the currency's own units (api-contracts §1.3: 100000000.00).

@@ -1,11 +1,51 @@
-"""Base request/response models: camelCase on the wire, unknown fields refused, strings trimmed."""
+"""Base request/response models: camelCase on the wire, unknown fields refused, strings trimmed.
+
+The OpenAPI document states what the server enforces (api-contracts §1.3), and a JSON Schema
+length counts the string as sent. So a request string's maximum length is checked on the raw
+value, before trimming (a 501-character address with a trailing space is refused, as its schema
+says), and a string that must not be empty is documented with the pattern `\\S` (at least one
+non-blank character), since trimming turns a blank one into "".
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi import Path
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+NOT_BLANK = r"\S"
+# A path id: documented as a UUID; anything else is simply an absent resource (404, §1.3).
+UuidPath = Annotated[str, Path(json_schema_extra={"format": "uuid"})]
+
+
+def _string_schemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    options = schema.get("anyOf") or [schema]
+    return [item for item in options if isinstance(item, dict) and item.get("type") == "string"]
+
+
+@cache
+def _raw_max_lengths(model: type[BaseModel]) -> dict[str, int]:
+    """Field name → its documented maxLength (string fields, nullable or not)."""
+    properties = model.model_json_schema(by_alias=False).get("properties", {})
+    limits = {}
+    for name, schema in properties.items():
+        lengths = [item["maxLength"] for item in _string_schemas(schema) if "maxLength" in item]
+        if lengths:
+            limits[name] = max(lengths)
+    return limits
 
 
 class ApiModel(BaseModel):
@@ -15,6 +55,31 @@ class ApiModel(BaseModel):
         extra="forbid",
         str_strip_whitespace=True,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _raw_length(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and info.field_name is not None:
+            limit = _raw_max_lengths(cls).get(info.field_name)
+            if limit is not None and len(value) > limit:
+                raise PydanticCustomError(
+                    "string_too_long",
+                    "String should have at most {max_length} characters",
+                    {"max_length": limit},
+                )
+        return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        for prop in (target.get("properties") or {}).values():
+            for item in _string_schemas(prop):
+                if item.get("minLength", 0) >= 1 and not item.keys() & {"pattern", "format"}:
+                    item["pattern"] = NOT_BLANK
+        return schema
 
 
 class ResponseModel(BaseModel):

@@ -85,12 +85,28 @@ def _text(max_length: int) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ConfigValueError("must be a string")
-        value = value.strip()
-        if len(value) > max_length:
+        if len(value) > max_length:  # as sent, like its schema's maxLength
             raise ConfigValueError(f"must be at most {max_length} characters")
-        return value
+        return value.strip()
 
     return check
+
+
+# The JSON Schema of each kind of value (what `PUT /api/admin/config` documents). An amount's
+# rules beyond these (at most 2 decimals, > 0, ≤ 100000000.00 as a number of any spelling, and
+# minAmount ≤ maxAmount) are the key's own rules of api-contracts §10.
+AMOUNT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]{1,2})?\s*$"},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
+    ],
+    "description": "decimal string or number: > 0, at most 2 decimals, ≤ 100000000.00",
+}
+BOOL_SCHEMA: dict[str, Any] = {"type": "boolean"}
+
+
+def _text_schema(max_length: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,7 @@ class ConfigKey:
     default: Any
     description: str
     validate: Callable[[Any], Any]
+    schema: dict[str, Any]
 
 
 KEYS: dict[str, ConfigKey] = {
@@ -109,33 +126,78 @@ KEYS: dict[str, ConfigKey] = {
             "0.01",
             "Smallest payment amount accepted (decimal string; enforced by payments)",
             _amount,
+            AMOUNT_SCHEMA,
         ),
         ConfigKey(
             "payment.maxAmount",
             "100000000.00",
             "Largest payment amount accepted (decimal string; enforced by payments)",
             _amount,
+            AMOUNT_SCHEMA,
         ),
         ConfigKey(
             "payment.defaultCurrency",
             "USD",
             "Currency suggested to clients for new payments (ISO 4217)",
             _currency,
+            money.CURRENCY_SCHEMA,
         ),
         ConfigKey(
             "maintenance.enabled",
             False,
             "Announce a maintenance window to clients (informational flag)",
             _bool,
+            BOOL_SCHEMA,
         ),
         ConfigKey(
             "maintenance.message",
             "",
             "Message shown to clients during maintenance (at most 500 characters)",
             _text(500),
+            _text_schema(500),
         ),
     )
 }
+
+
+CONFIG_RULES = (
+    "Each value is validated by its key's own rules (api-contracts §10), beyond its schema: "
+    "amounts have at most 2 decimals and lie in (0, 100000000.00], and payment.minAmount must "
+    "not exceed payment.maxAmount (else 400 VALIDATION_ERROR naming the key). Per-currency "
+    "limits `payment.minAmount.<CUR>` / `payment.maxAmount.<CUR>` are keys of the same kind "
+    "where the server knows them (GET /api/admin/config lists every known key); an unknown "
+    "key is refused."
+)
+
+
+def _described(key: ConfigKey) -> dict[str, Any]:
+    return {**key.schema, "description": key.description}
+
+
+def config_map_schema() -> dict[str, Any]:
+    """`PUT /api/admin/config`: one or more known keys with values of their own schema."""
+    return {
+        "type": "object",
+        "description": "configuration key → new value (all or nothing). " + CONFIG_RULES,
+        "properties": {name: _described(key) for name, key in KEYS.items()},
+        "minProperties": 1,
+        "additionalProperties": False,
+    }
+
+
+def any_value_schema() -> dict[str, Any]:
+    """`PUT /api/admin/config/{key}`'s `value`: the schema of one of the keys (which one
+    depends on the path, which JSON Schema cannot tie to the body: §10)."""
+    unique: list[dict[str, Any]] = []
+    for key in KEYS.values():
+        if key.schema not in unique:
+            unique.append(key.schema)
+    return {"anyOf": unique, "description": "the value, by the key's own schema and rules"}
+
+
+def key_schema() -> dict[str, Any]:
+    """A configuration key in a path: one of the known keys."""
+    return {"type": "string", "enum": list(KEYS)}
 
 
 def validate(key: str, value: Any) -> Any:

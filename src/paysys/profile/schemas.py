@@ -6,23 +6,66 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJsonSchema
 
+from paysys.core.money import CURRENCY_SCHEMA
 from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
 from paysys.profile import validation as rules
 
 MAX_ADDRESS = 500
 MAX_BIO = 1000
 
+# Each rule below is stated in its JSON schema too (api-contracts §1.3): the schema's pattern or
+# enum accepts exactly what the validator accepts (after the trimming every string gets).
+PHONE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 40,
+    "pattern": rules.PHONE_PATTERN,
+    "description": "E.164: '+' and 8-15 digits, the first not 0; spaces, dashes, dots and "
+    "parentheses are ignored",
+}
+AVATAR_URL_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "uri",
+    "maxLength": rules.MAX_URL_LENGTH,
+    "pattern": rules.HTTP_URL_PATTERN,
+    "description": "an http(s) URL with a host, without credentials",
+}
 PhoneNumber = Annotated[str, Field(max_length=40), AfterValidator(rules.normalize_phone)]
 AvatarUrl = Annotated[
     str, Field(max_length=rules.MAX_URL_LENGTH), AfterValidator(rules.validate_http_url)
 ]
-Language = Annotated[str, Field(max_length=35), AfterValidator(rules.normalize_language)]
-Currency = Annotated[
-    str, Field(min_length=3, max_length=3), AfterValidator(rules.normalize_currency)
+Language = Annotated[
+    str,
+    Field(max_length=35),
+    AfterValidator(rules.normalize_language),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 35,
+            "pattern": rules.BCP47_PATTERN,
+            "description": "BCP 47 tag: language [-Script] [-REGION], e.g. en, en-US, zh-Hant-TW",
+        }
+    ),
 ]
-TimeZone = Annotated[str, Field(max_length=64), AfterValidator(rules.validate_timezone)]
+Currency = Annotated[
+    str,
+    Field(min_length=3, max_length=3),
+    AfterValidator(rules.normalize_currency),
+    WithJsonSchema(CURRENCY_SCHEMA),
+]
+TimeZone = Annotated[
+    str,
+    Field(max_length=64),
+    AfterValidator(rules.validate_timezone),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": sorted(rules.iana_zones()),
+            "description": "IANA time zone name, e.g. Europe/Paris",
+        }
+    ),
+]
 Theme = Literal["light", "dark", "system"]
 
 DEFAULT_PREFERENCES: dict[str, Any] = {
@@ -44,14 +87,22 @@ def _blank_is_none(value: Any) -> Any:
 Blank = BeforeValidator(_blank_is_none)
 
 
+def _clearable(schema: dict[str, Any]) -> WithJsonSchema:
+    """The schema of an optional field that `null` or a blank string clears."""
+    blank = {"type": "string", "pattern": r"^\s*$", "maxLength": schema["maxLength"]}
+    return WithJsonSchema({"anyOf": [schema, blank, {"type": "null"}]})
+
+
 class ProfileUpdate(ApiModel):
     """PUT and PATCH /api/profile: every field optional; `null` or "" clears it."""
 
-    phone_number: Annotated[PhoneNumber | None, Blank] = Field(
+    phone_number: Annotated[PhoneNumber | None, Blank, _clearable(PHONE_SCHEMA)] = Field(
         default=None, description="E.164; spaces, dashes, dots and parentheses are ignored"
     )
     address: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_ADDRESS)
-    avatar_url: Annotated[AvatarUrl | None, Blank] = Field(default=None, description="http(s) URL")
+    avatar_url: Annotated[AvatarUrl | None, Blank, _clearable(AVATAR_URL_SCHEMA)] = Field(
+        default=None, description="http(s) URL"
+    )
     bio: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_BIO)
 
     def changes(self) -> dict[str, str | None]:

@@ -15,9 +15,26 @@ from paysys.core.money import MoneyError, parse_currency
 
 PHONE_NOISE = re.compile(r"[\s\-.()]")
 E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
+# The same rule on the value as sent (noise allowed anywhere), for the OpenAPI document.
+_NOISE = r"[\s\-.()]*"
+PHONE_PATTERN = rf"^{_NOISE}\+{_NOISE}[1-9](?:{_NOISE}[0-9]){{7,14}}{_NOISE}$"
 MAX_URL_LENGTH = 2048
+# http(s)://host[:port][/path?query#fragment]: an ASCII host name or IPv4 address (no
+# credentials), a port 1-65535, then an RFC 3986 path, query and fragment (non-ASCII and other
+# characters percent-encoded, as in any URI). The validator uses this
+# very pattern, so the document's rule and the server's are one.
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_PCT = r"%[0-9A-Fa-f]{2}"
+_HOST = rf"(?:[A-Za-z0-9._~!$&'()*+,;=-]|{_PCT})+"
+_PCHAR = rf"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|{_PCT})"
+HTTP_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::{_PORT})?"
+    rf"(?:/(?:{_PCHAR}|/)*)?(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?$"
+)
+HTTP_URL = re.compile(HTTP_URL_PATTERN)
 # language (2-3 letters) [-Script (4 letters)] [-REGION (2 letters or 3 digits)]
 BCP47 = re.compile(r"^([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?$")
+BCP47_PATTERN = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?$"
 THEMES = ("light", "dark", "system")
 
 
@@ -32,7 +49,7 @@ def normalize_phone(value: str) -> str:
 def validate_http_url(value: str) -> str:
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"must be at most {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if not HTTP_URL.match(value):
         raise ValueError("must be an http(s) URL")
     try:
         parts = urlsplit(value)

@@ -185,6 +185,11 @@ BAD_AUDIT_QUERIES = [
     {"limit": "1000"},
     {"sort": "ip"},
     {"user": "x"},
+    {"page": "٣"},
+    {"limit": "²"},
+    {"resourceId": "a\x00b"},  # PostgreSQL cannot compare NUL: 400, not 500
+    {"actorId": "{" + "0" * 32 + "}"},  # a UUID in the documented form only
+    [("action", "USER_LOGIN"), ("action", "USER_LOGOUT")],
 ]
 
 

@@ -209,7 +209,7 @@ async def test_stats(app_client, clean_state) -> None:  # type: ignore[no-untype
     assert len(r.json()["data"]["daily"]) == 30
     r = await client.get("/api/admin/stats", headers=headers, params={"days": 365})
     assert len(r.json()["data"]["daily"]) == 365
-    for bad in ("0", "366", "x", "-1"):
+    for bad in ("0", "366", "x", "-1", "٣", "²", "1" * 400):
         r = await client.get("/api/admin/stats", headers=headers, params={"days": bad})
         assert r.status_code == 400, bad
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"

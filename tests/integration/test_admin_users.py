@@ -133,6 +133,14 @@ BAD_USER_QUERIES = [
     {"includeDeleted": "yes"},
     {"page": "x"},
     {"sortBy": "name"},
+    # integers are ASCII digits only (`int()` would read `٣` as 3 and fail on `²`)
+    {"page": "²"},
+    {"limit": "٣"},
+    {"page": "1" * 400},
+    {"isActive": "TRUE"},
+    {"search": "a\x00b"},  # PostgreSQL cannot compare NUL: 400, not 500
+    {"search": "x" * 255},
+    [("limit", "5"), ("limit", "6")],  # given twice
 ]
 
 
@@ -142,6 +150,27 @@ async def test_list_rejects_bad_query(client) -> None:  # type: ignore[no-untype
         r = await client.get("/api/admin/users", headers=headers, params=params)
         assert r.status_code == 400, (params, r.text)
         assert r.json()["error"]["code"] == "VALIDATION_ERROR"
+    # the model that validates also documents: the same rules are in the operation
+    document = (await client.get("/openapi.json")).json()
+    parameters = {
+        p["name"]: p["schema"] for p in document["paths"]["/api/admin/users"]["get"]["parameters"]
+    }
+    assert set(parameters) == {
+        "page",
+        "limit",
+        "sort",
+        "order",
+        "role",
+        "isActive",
+        "search",
+        "includeDeleted",
+    }
+    assert parameters["limit"]["maximum"] == 100 and parameters["search"]["maxLength"] == 254
+    assert parameters["isActive"]["enum"] == ["true", "false", "1", "0"]
+    r = await client.get(
+        "/api/admin/users", headers=headers, params={"isActive": "1", "includeDeleted": "0"}
+    )
+    assert r.status_code == 200, r.text
 
 
 # --- detail ----------------------------------------------------------------------------------

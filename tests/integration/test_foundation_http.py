@@ -59,6 +59,16 @@ async def conflict() -> None:
     raise AppError("EMAIL_EXISTS", "Email already registered")
 
 
+@router.get("/{thing_id}")
+async def get_thing(thing_id: str) -> dict[str, object]:
+    return {"success": True, "data": {"id": thing_id}}
+
+
+@router.delete("/{thing_id}", status_code=204)
+async def delete_thing(thing_id: str) -> None:
+    return None
+
+
 @pytest.fixture
 async def client():  # type: ignore[no-untyped-def]
     import httpx
@@ -156,6 +166,37 @@ async def test_unknown_route_and_wrong_method(client) -> None:  # type: ignore[n
     assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
     r = await client.delete("/api/things")
     assert (r.status_code, r.json()["error"]["code"]) == (405, "METHOD_NOT_ALLOWED")
+
+
+async def test_405_allow_lists_every_method_of_the_path(client) -> None:  # type: ignore[no-untyped-def]
+    """api-contracts §1.4: `Allow` names exactly the path's methods, from every route under
+    the path template the router chose (Starlette's own header names only the first route)."""
+    for method in ("DELETE", "OPTIONS", "PATCH", "TRACE"):
+        r = await client.request(method, "/api/things")
+        assert r.status_code == 405, method
+        assert r.headers["allow"] == "POST", method
+        assert r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+        assert r.json()["error"]["requestId"] == r.headers["x-request-id"]
+    r = await client.post("/api/things/7")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, DELETE")
+    r = await client.head("/api/things/7")  # HEAD is not declared: refused like any other
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, DELETE")
+    # a static path beside a template: the static route is the path (a method only the
+    # template has is still served, by the template)
+    r = await client.post("/api/things/whoami")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+    assert (await client.delete("/api/things/whoami")).status_code == 204
+    assert (await client.get("/api/things/7")).json()["data"] == {"id": "7"}
+    # routes outside the document keep their own header
+    r = await client.post("/health/live")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD")
+    # a CORS preflight is answered before any method check
+    r = await client.options(
+        "/api/things",
+        headers={"origin": "http://localhost:4200", "access-control-request-method": "DELETE"},
+    )
+    assert r.status_code == 204 and "allow" not in r.headers
+    assert r.headers["access-control-allow-methods"] == "GET, POST, PUT, PATCH, DELETE"
 
 
 async def test_unexpected_error_hides_internals(client) -> None:  # type: ignore[no-untyped-def]

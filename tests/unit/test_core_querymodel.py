@@ -65,10 +65,22 @@ def test_values_defaults_aliases_and_trimming() -> None:
         ("code=DE", "code: unknown query parameter"),  # the field name is not the parameter
         ("other=1", "other: unknown query parameter"),
         ("page=1&page=2", "page: must be given once"),
+        ("q=a%00b", "q: must not contain NUL characters"),  # PostgreSQL: was a 500
+        ("order=asc%00", "order: must not contain NUL characters"),
     ],
 )
 def test_refusals_name_the_parameter_and_the_rule(query: str, message: str) -> None:
     assert refusal(query)["message"] == message
+
+
+def test_text_documents_and_enforces_no_nul() -> None:
+    schema = {p["name"]: p["schema"] for p in Sample.openapi_parameters()}["q"]
+    assert schema["maxLength"] == 5
+    assert jsonschema.Draft202012Validator(schema).is_valid("ab c")
+    assert not jsonschema.Draft202012Validator(schema).is_valid("a\x00b")
+    assert Text(5).check("ab") == "ab"
+    with pytest.raises(ValueError, match="NUL"):
+        Text(5).check("a\x00")
 
 
 def test_every_failing_parameter_is_detailed_once() -> None:

@@ -6,23 +6,18 @@ Every route requires a Bearer token with role ADMIN (`AdminUser`): 401 without a
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from paysys.admin import audit, service
+from paysys.admin.queries import AuditLogQuery, StatsQuery, UserListQuery
 from paysys.admin.schemas import (
-    AuditSort,
     CreateUserBody,
-    Order,
-    Role,
     RoleBody,
     StatusBody,
     UpdateUserBody,
-    UserSort,
-    parse_bool,
 )
 from paysys.core import jsonbody, sysconfig
 from paysys.core.db import SessionDep
@@ -30,7 +25,6 @@ from paysys.core.envelope import ok, page_of
 from paysys.core.errors import ValidationFailed
 from paysys.core.http import parse_uuid
 from paysys.core.passwords import PASSWORD_RULES
-from paysys.core.querydates import parse_range
 from paysys.core.routing import JsonBodyRoute
 from paysys.core.schemas import UuidPath
 from paysys.core.security import AdminUser
@@ -40,68 +34,31 @@ from paysys.payments.schemas import PaymentListQuery
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=JsonBodyRoute)
 
-Page = Annotated[int, Query(ge=1, le=1_000_000)]
-Limit = Annotated[int, Query(ge=1, le=100)]
-
 
 def _user_id(value: str) -> uuid.UUID:
     return parse_uuid(value, "USER_NOT_FOUND", "User not found")
 
 
-def _known_params(request: Request, allowed: frozenset[str]) -> None:
-    """Unknown query parameters → 400 (as in the payments list), never silently ignored."""
-    for key in request.query_params:
-        if key not in allowed:
-            raise ValidationFailed(key, "unknown query parameter")
-
-
-_USER_PARAMS = frozenset(
-    {"page", "limit", "sort", "order", "role", "isActive", "search", "includeDeleted"}
-)
-_AUDIT_PARAMS = frozenset(
-    {
-        "page",
-        "limit",
-        "sort",
-        "order",
-        "action",
-        "actorId",
-        "resourceType",
-        "resourceId",
-        "startDate",
-        "endDate",
-    }
-)
-
-
 # --- users (reads) ------------------------------------------------------------------------------
 
 
-@router.get("/users", summary="List, search, filter and sort users")
-async def list_users(
-    request: Request,
-    admin: AdminUser,
-    session: SessionDep,
-    page: Page = 1,
-    limit: Limit = 10,
-    sort: UserSort = "createdAt",
-    order: Order = "desc",
-    role: Role | None = None,
-    is_active: Annotated[str | None, Query(alias="isActive", max_length=5)] = None,
-    search: Annotated[str | None, Query(max_length=254)] = None,
-    include_deleted: Annotated[str | None, Query(alias="includeDeleted", max_length=5)] = None,
-) -> dict[str, Any]:
-    _known_params(request, _USER_PARAMS)
+@router.get(
+    "/users",
+    summary="List, search, filter and sort users",
+    openapi_extra={"parameters": UserListQuery.openapi_parameters()},
+)
+async def list_users(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    query = UserListQuery.parse(request.query_params)
     filters = service.UserFilters(
-        role=role,
-        is_active=parse_bool("isActive", is_active),
-        search=(search or "").strip() or None,
-        include_deleted=bool(parse_bool("includeDeleted", include_deleted)),
+        role=query.role,
+        is_active=query.active,
+        search=query.search or None,
+        include_deleted=query.with_deleted,
     )
     users, total = await service.list_users(
-        session, filters, page=page, limit=limit, sort=sort, order=order
+        session, filters, page=query.page, limit=query.limit, sort=query.sort, order=query.order
     )
-    return ok(page_of("users", users, page=page, limit=limit, total=total))
+    return ok(page_of("users", users, page=query.page, limit=query.limit, total=total))
 
 
 @router.get("/users/{user_id}", summary="A user with profile and payment counts")
@@ -216,55 +173,32 @@ async def list_payments(request: Request, admin: AdminUser) -> Response:
 
 # --- audit log ----------------------------------------------------------------------------------
 
-_ACTION_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
-
-@router.get("/audit-logs", summary="The audit trail (built from events)")
+@router.get(
+    "/audit-logs",
+    summary="The audit trail (built from events)",
+    openapi_extra={"parameters": AuditLogQuery.openapi_parameters()},
+)
 async def list_audit_logs(
-    request: Request,
-    admin: AdminUser,
-    session: SessionDep,
-    page: Page = 1,
-    limit: Limit = 10,
-    sort: AuditSort = "createdAt",
-    order: Order = "desc",
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    actor_id: Annotated[str | None, Query(alias="actorId", max_length=64)] = None,
-    resource_type: Annotated[str | None, Query(alias="resourceType", max_length=32)] = None,
-    resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
-    start_date: Annotated[str | None, Query(alias="startDate", max_length=64)] = None,
-    end_date: Annotated[str | None, Query(alias="endDate", max_length=64)] = None,
+    request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
-    _known_params(request, _AUDIT_PARAMS)
-    if action:
-        action = action.strip().upper()
-        if not _ACTION_RE.match(action) or action not in await service.audit_actions(session):
-            raise ValidationFailed("action", "must be one of GET /api/admin/audit-logs/actions")
-    actor = None
-    if actor_id:
-        try:
-            actor = uuid.UUID(actor_id.strip())
-        except ValueError:
-            raise ValidationFailed("actorId", "must be a UUID") from None
-    if resource_type:
-        resource_type = resource_type.strip().lower()
-        if resource_type not in audit.RESOURCE_TYPES:
-            raise ValidationFailed(
-                "resourceType", "must be one of " + ", ".join(audit.RESOURCE_TYPES)
-            )
-    period = parse_range(start_date, end_date)
+    query = AuditLogQuery.parse(request.query_params)
+    action = query.action.upper() if query.action else None
+    if action and action not in await service.audit_actions(session):
+        raise ValidationFailed("action", "must be one of GET /api/admin/audit-logs/actions")
+    period = query.dates()
     filters = audit.AuditFilters(
-        action=action or None,
-        actor_id=actor,
-        resource_type=resource_type or None,
-        resource_id=(resource_id or "").strip() or None,
+        action=action,
+        actor_id=query.actor,
+        resource_type=query.resource_type.lower() if query.resource_type else None,
+        resource_id=query.resource_id or None,
         start=period.start,
         end=period.end_exclusive,
     )
     logs, total = await service.list_audit_logs(
-        session, filters, page=page, limit=limit, sort=sort, order=order
+        session, filters, page=query.page, limit=query.limit, sort=query.sort, order=query.order
     )
-    return ok(page_of("auditLogs", logs, page=page, limit=limit, total=total))
+    return ok(page_of("auditLogs", logs, page=query.page, limit=query.limit, total=total))
 
 
 @router.get("/audit-logs/actions", summary="Every audit action")
@@ -275,15 +209,14 @@ async def audit_actions(admin: AdminUser, session: SessionDep) -> dict[str, Any]
 # --- stats --------------------------------------------------------------------------------------
 
 
-@router.get("/stats", summary="Users, payments and a daily series")
-async def stats(
-    request: Request,
-    admin: AdminUser,
-    session: SessionDep,
-    days: Annotated[int, Query(ge=1, le=365)] = 30,
-) -> dict[str, Any]:
-    _known_params(request, frozenset({"days"}))
-    return ok(await service.stats(session, days))
+@router.get(
+    "/stats",
+    summary="Users, payments and a daily series",
+    openapi_extra={"parameters": StatsQuery.openapi_parameters()},
+)
+async def stats(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+    query = StatsQuery.parse(request.query_params)
+    return ok(await service.stats(session, query.days))
 
 
 # --- system health ------------------------------------------------------------------------------

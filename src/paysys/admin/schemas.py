@@ -6,27 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from paysys.core.errors import ValidationFailed
 from paysys.core.passwords import PASSWORD_SCHEMA
 from paysys.core.schemas import ApiModel
 
 EMAIL_DOC: dict[str, Any] = {"format": "email"}
 
 Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
-Order = Literal["asc", "desc"]
-UserSort = Literal["createdAt", "email", "name", "role"]
-AuditSort = Literal["createdAt", "action"]
-
-
-def parse_bool(field: str, value: str | None) -> bool | None:
-    if value is None or value == "":
-        return None
-    lowered = value.strip().lower()
-    if lowered in {"true", "1"}:
-        return True
-    if lowered in {"false", "0"}:
-        return False
-    raise ValidationFailed(field, "must be true or false")
 
 
 class CreateUserBody(ApiModel):

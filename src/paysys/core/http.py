@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from paysys import __version__
+from paysys.core.allow import METHOD_ORDER, allow_value
 from paysys.core.clientip import TrustedProxies
 from paysys.core.config import Settings, get_settings
 from paysys.core.context import set_service_name
@@ -106,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(validation_error(exc))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _CODE_BY_STATUS.get(exc.status_code, "INTERNAL_ERROR")
         message = _MESSAGE_BY_STATUS.get(exc.status_code) or str(exc.detail)
@@ -115,11 +116,25 @@ def install_error_handlers(app: FastAPI) -> None:
         response.status_code = exc.status_code if code != "INTERNAL_ERROR" else 500
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            response.headers["allow"] = path_allow(request, (exc.headers or {}).get("Allow", ""))
         return response
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def path_allow(request: Request, own: str) -> str:
+    """`Allow` of a 405 (api-contracts §1.4, `core.allow`): the methods the app's OpenAPI
+    document declares under the path template the router picked (Starlette's own header, `own`,
+    names only the first route of a path, e.g. `GET` on a GET + POST path). A route outside
+    the document (health, metrics) keeps its own methods, in the one order."""
+    route = request.scope.get("route")
+    item = request.app.openapi().get("paths", {}).get(getattr(route, "path", None))
+    if isinstance(item, dict):
+        return allow_value(method for method in item if method.upper() in METHOD_ORDER)
+    return allow_value(method.strip() for method in own.split(",") if method.strip())
 
 
 def parse_uuid(value: str, code: str = "NOT_FOUND", message: str = "Not found") -> uuid.UUID:

@@ -7,13 +7,14 @@ value. Here `QueryModel.parse` validates a request's query directly (plain route
 without dependency solving; see `core.routing`), and `QueryModel.openapi_parameters` is what
 FastAPI documents for `Annotated[Model, Query()]`, for a route's `openapi_extra`.
 
-Every model refuses unknown and repeated parameters (400 `VALIDATION_ERROR`) and trims strings.
+Every model refuses unknown and repeated parameters and values holding NUL (which PostgreSQL
+cannot compare: a 500 otherwise), all 400 `VALIDATION_ERROR`, and trims strings.
 The constraint types below validate a value and state the same rule in its JSON schema, so the
 document says exactly what is enforced (api-contracts §1.3):
 - `Integer(low, high)`: ASCII digits only (`²` or `٣` are refused, though Python's `int()` and
   pydantic's lax integers take some of them), within [low, high];
 - `OneOf(*values)`: an enumeration; `Matching(pattern)`: a regular expression of ASCII classes
-  (never `\\d`, which is Unicode-aware); `Text(max_length)`: a length limit.
+  (never `\\d`, which is Unicode-aware); `Text(max_length)`: a length limit (and no NUL).
 An empty value (`status=`) is a value like any other: refused where the schema refuses it.
 """
 
@@ -30,11 +31,18 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic import ValidationError as PydanticValidationError
-from pydantic.json_schema import JsonSchemaValue
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
 from pydantic_core import CoreSchema, core_schema
 from starlette.datastructures import QueryParams
 
 from paysys.core.errors import AppError, ValidationFailed
+
+NO_NUL_MESSAGE = "must not contain NUL characters"
+NO_NUL_PATTERN = "^[^\\u0000]*$"  # the same rule for JSON Schema (ECMA-262) and `re`
+
+# The type of an optional parameter, `Annotated[str, ...] | Omitted = None`: absent is None,
+# and None is never a documented value (a query string cannot send null).
+Omitted = SkipJsonSchema[None]
 
 
 class QueryModel(BaseModel):
@@ -54,6 +62,8 @@ class QueryModel(BaseModel):
                 raise ValidationFailed(key, "unknown query parameter")
             if key in values:
                 raise ValidationFailed(key, "must be given once")
+            if "\x00" in value:  # PostgreSQL cannot hold NUL: refused here, never a 500
+                raise ValidationFailed(key, NO_NUL_MESSAGE)
             values[key] = value
         try:
             return cls.model_validate(values)
@@ -196,17 +206,19 @@ class Matching(Constraint):
 
 @dataclass(frozen=True, slots=True)
 class Text(Constraint):
-    """A string of at most `max_length` characters (after trimming)."""
+    """A string of at most `max_length` characters (after trimming), without NUL."""
 
     max_length: int
 
     def check(self, value: str) -> str:
         if len(value) > self.max_length:
             raise ValueError(f"must be at most {self.max_length} characters")
+        if "\x00" in value:
+            raise ValueError(NO_NUL_MESSAGE)
         return value
 
     def schema(self) -> dict[str, Any]:
-        return {"maxLength": self.max_length}
+        return {"maxLength": self.max_length, "pattern": NO_NUL_PATTERN}
 
 
 @cache

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from paysys.core.allow import allow_value
 from paysys.core.config import Settings, get_settings
 from paysys.core.context import set_service_name
 from paysys.core.envelope import error_bytes
@@ -65,7 +66,10 @@ class Gateway:
         )
         self.proxy = Proxy(settings, self.pools)
         self.openapi = OpenAPIAggregator(
-            self.pools, ttl=settings.openapi_cache_ttl, timeout=settings.health_timeout
+            self.pools,
+            ttl=settings.openapi_cache_ttl,
+            timeout=settings.health_timeout,
+            on_methods=self.proxy.set_methods,
         )
         self.probe_timeout = aiohttp.ClientTimeout(total=settings.health_timeout)
         self.realtime = Realtime(settings, self.proxy.tokens, self.proxy.address)
@@ -121,6 +125,12 @@ class Gateway:
                 await self.probe_all()
             except Exception:  # pragma: no cover - a probe never raises; keep looping anyway
                 log.exception("upstream probe failed")
+            try:
+                # Keeps the merged document, hence the proxy's method table (405s), current:
+                # re-fetched after OPENAPI_CACHE_TTL, or at once when a service came back.
+                await self.openapi.document()
+            except Exception:  # pragma: no cover - a bad document must not stop the probes
+                log.exception("openapi refresh failed")
             await asyncio.sleep(interval)
 
     def service_check(self, name: str) -> Any:
@@ -155,7 +165,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         if status == 405
         else ("NOT_FOUND", "Route not found")
     )
-    headers = getattr(exc, "headers", None)  # `Allow` on a 405 (§1.4)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if "Allow" in headers:  # on a 405 (§1.4), in the one order (Starlette's is a set's)
+        headers["Allow"] = allow_value(headers["Allow"].split(", "))
     return Response(
         error_bytes(code, message), status, headers=headers, media_type="application/json"
     )

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from paysys import __version__
+from paysys.core.allow import MethodTable
 from paysys.core.docs import docs_route
 from paysys.core.logging import get_logger
 from paysys.gateway.upstreams import ServicePool
@@ -130,13 +132,31 @@ def merge_documents(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def method_table(document: dict[str, Any]) -> MethodTable:
+    """Each path of a document → the methods of its operations (the gateway's 405s)."""
+    paths = document.get("paths") or {}
+    return MethodTable(
+        {
+            path: [method for method in item if method in HTTP_METHODS]
+            for path, item in paths.items()
+            if isinstance(item, dict)
+        }
+    )
+
+
 class OpenAPIAggregator:
-    """Fetches the services' documents, merges them, caches the result."""
+    """Fetches the services' documents, merges them, caches the result, and hands each new
+    merged document's method table to `on_methods` (the proxy's 405 check)."""
 
     def __init__(
-        self, pools: dict[str, ServicePool], ttl: float = 30.0, timeout: float = 2.0
+        self,
+        pools: dict[str, ServicePool],
+        ttl: float = 30.0,
+        timeout: float = 2.0,
+        on_methods: Callable[[MethodTable], None] | None = None,
     ) -> None:
         self.pools = pools
+        self.on_methods = on_methods
         self.ttl = ttl
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.session: aiohttp.ClientSession | None = None
@@ -184,7 +204,10 @@ class OpenAPIAggregator:
             changed = True
         if changed:
             ordered = {n: self._sources[n] for n in names if n in self._sources}
-            self._body = json.dumps(merge_documents(ordered), separators=(",", ":")).encode()
+            merged = merge_documents(ordered)
+            self._body = json.dumps(merged, separators=(",", ":")).encode()
+            if self.on_methods is not None:
+                self.on_methods(method_table(merged))
         self._checked_at = time.monotonic()
         self._stale = False
 

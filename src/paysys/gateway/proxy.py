@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 from yarl import URL
 
+from paysys.core.allow import MethodTable
 from paysys.core.clientip import Forwarded, TrustedProxies, client_key, resolve_scope
 from paysys.core.config import Settings
 from paysys.core.context import request_id_var
@@ -157,6 +158,12 @@ class Proxy:
         )
         self.session: aiohttp.ClientSession | None = None
         self.limiter: RateLimiter | None = None
+        # The paths of the merged OpenAPI document and their methods (None until the first
+        # document: every method is forwarded and the service answers its own 405).
+        self.methods: MethodTable | None = None
+
+    def set_methods(self, methods: MethodTable) -> None:
+        self.methods = methods
 
     def start(self, limiter: RateLimiter) -> aiohttp.ClientSession:
         """Open the services' pools and the gateway's own session (returned: probes, OpenAPI)."""
@@ -185,6 +192,20 @@ class Proxy:
             await send_error(send, 404, "NOT_FOUND", "Route not found")
             return
         scope["route_label"] = self.labels[service]
+        # A known path, a method it does not have: 405 with its `Allow` (api-contracts §1.4),
+        # before auth and limits, as a service answers it (its router runs before any check).
+        methods = self.methods
+        if methods is not None:
+            allow = methods.refusal(path, scope["method"])
+            if allow is not None:
+                await send_error(
+                    send,
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    "Method not allowed",
+                    [(b"allow", allow.encode())],
+                )
+                return
         # Resolved once per request by RequestContextMiddleware (the same TrustedProxies).
         forwarded = resolve_scope(scope, self.address)
         client = client_key(forwarded.ip)  # IPv6 per /64 (api-contracts §2.1)

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictStr, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic.json_schema import SkipJsonSchema
 
 from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.events.catalogue import find_secret_keys
@@ -25,7 +24,7 @@ from paysys.core.money import (
     to_minor,
 )
 from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
-from paysys.core.querymodel import Constraint, Integer, OneOf, QueryModel, Text
+from paysys.core.querymodel import Constraint, Integer, Omitted, OneOf, QueryModel, Text
 from paysys.core.schemas import ApiModel
 from paysys.payments.states import STATUSES, TYPES
 
@@ -247,8 +246,6 @@ class WebhookInput(BaseModel):
 
 
 # --- query strings --------------------------------------------------------------------------
-
-Omitted = SkipJsonSchema[None]  # an optional parameter: absent is None (never sent as null)
 
 
 @dataclass(frozen=True, slots=True)

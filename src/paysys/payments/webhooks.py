@@ -46,7 +46,8 @@ def verify(
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        # ASCII digits only: `str.isdigit` also takes `²` or `٣`, which `int` refuses or reads.
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif key == "v1" and _HEX64.match(value.strip().lower()):
             candidates.append(value.strip().lower())

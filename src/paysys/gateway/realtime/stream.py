@@ -43,7 +43,7 @@ def create_stream_client(url: str, block_ms: int) -> Redis:
 def stream_id_key(stream_id: str) -> tuple[int, int]:
     """`1767225605120-0` → (1767225605120, 0); ValueError when it is not a stream id."""
     millis, _, sequence = stream_id.partition("-")
-    if not millis.isdigit() or (sequence and not sequence.isdigit()):
+    if not stream_id.isascii() or not millis.isdigit() or (sequence and not sequence.isdigit()):
         raise ValueError(f"not a stream id: {stream_id!r}")
     return int(millis), int(sequence or 0)
 

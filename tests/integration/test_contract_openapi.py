@@ -66,6 +66,15 @@ SEMANTIC_400 = [
     # a configuration value's own rule (e.g. minAmount ≤ maxAmount)
     ("PUT", "/api/admin/config"),
     ("PUT", "/api/admin/config/{key}"),
+    # the HMAC signature of the body, `t` within 300 s
+    ("POST", "/api/payments/webhooks/psp"),
+    # rules between query parameters: a real calendar date, start before end, one of each
+    # alias pair (startDate/fromDate), minAmount ≤ maxAmount and amounts by the currency's digits
+    ("GET", "/api/payments"),
+    ("GET", "/api/admin/payments"),
+    ("GET", "/api/payments/reports"),
+    # ... and an audit action must be one the log knows (GET /api/admin/audit-logs/actions)
+    ("GET", "/api/admin/audit-logs"),
 ]
 POSITIVE_EXPECTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 

@@ -19,13 +19,13 @@ E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 _NOISE = r"[\s\-.()]*"
 PHONE_PATTERN = rf"^{_NOISE}\+{_NOISE}[1-9](?:{_NOISE}[0-9]){{7,14}}{_NOISE}$"
 MAX_URL_LENGTH = 2048
-# http(s)://host[:port][/path?query#fragment]: an ASCII host name or IPv4 address (no
+# http(s)://host[:port][/path?query#fragment]: an ASCII host name, IPv4 or [IPv6] address (no
 # credentials), a port 1-65535, then an RFC 3986 path, query and fragment (non-ASCII and other
 # characters percent-encoded, as in any URI). The validator uses this
 # very pattern, so the document's rule and the server's are one.
 _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 _PCT = r"%[0-9A-Fa-f]{2}"
-_HOST = rf"(?:[A-Za-z0-9._~!$&'()*+,;=-]|{_PCT})+"
+_HOST = rf"(?:(?:[A-Za-z0-9._~!$&'()*+,;=-]|{_PCT})+|\[[0-9A-Fa-f:.]+\])"
 _PCHAR = rf"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|{_PCT})"
 HTTP_URL_PATTERN = (
     rf"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::{_PORT})?"

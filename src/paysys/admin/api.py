@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 
 from paysys.admin import audit, service
-from paysys.admin.queries import AuditLogQuery, StatsQuery, UserListQuery
+from paysys.admin.queries import AuditLogQuery, StatsQuery, UserDetailQuery, UserListQuery
 from paysys.admin.schemas import (
     CreateUserBody,
     RoleBody,
@@ -61,9 +61,20 @@ async def list_users(request: Request, admin: AdminUser, session: SessionDep) ->
     return ok(page_of("users", users, page=query.page, limit=query.limit, total=total))
 
 
-@router.get("/users/{user_id}", summary="A user with profile and payment counts")
-async def get_user(user_id: UuidPath, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok(await service.user_detail(session, _user_id(user_id)))
+@router.get(
+    "/users/{user_id}",
+    summary="A user with profile and payment counts",
+    description="A soft-deleted user answers 404 USER_NOT_FOUND unless `includeDeleted=true`.",
+    openapi_extra={"parameters": UserDetailQuery.openapi_parameters()},
+)
+async def get_user(
+    user_id: UuidPath, request: Request, admin: AdminUser, session: SessionDep
+) -> dict[str, Any]:
+    query = UserDetailQuery.parse(request.query_params)
+    detail = await service.user_detail(
+        session, _user_id(user_id), include_deleted=query.with_deleted
+    )
+    return ok(detail)
 
 
 # --- users (writes: paysys.users.accounts, the code path auth uses) -----------------------------

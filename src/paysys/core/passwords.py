@@ -44,7 +44,9 @@ PASSWORD_SCHEMA: dict[str, Any] = {
     "type": "string",
     "minLength": PASSWORD_MIN,
     "maxLength": PASSWORD_MAX,
-    "pattern": r"^(?=[\s\S]*[A-Z])(?=[\s\S]*[a-z])(?=[\s\S]*[0-9])(?=[\s\S]*[^A-Za-z0-9])",
+    # (no NUL: JSON bodies holding one are refused, core.jsonbody)
+    "pattern": r"^(?=[^\x00]*[A-Z])(?=[^\x00]*[a-z])(?=[^\x00]*[0-9])(?=[^\x00]*[^A-Za-z0-9\x00])"
+    r"[^\x00]*$",
     "description": f"{PASSWORD_MIN}-{PASSWORD_MAX} characters with at least one of A-Z, one "
     "of a-z, one of 0-9 and one other character; not equal to the email",
 }

@@ -3,8 +3,9 @@
 The OpenAPI document states what the server enforces (api-contracts §1.3), and a JSON Schema
 length counts the string as sent. So a request string's maximum length is checked on the raw
 value, before trimming (a 501-character address with a trailing space is refused, as its schema
-says), and a string that must not be empty is documented with the pattern `\\S` (at least one
-non-blank character), since trimming turns a blank one into "".
+says), and a string that must not be empty is documented with a pattern requiring one non-blank
+character, since trimming turns a blank one into "". Every free-text string also states that it
+holds no NUL (the one JSON reader, `core.jsonbody`, refuses NUL: PostgreSQL cannot store it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-NOT_BLANK = r"\S"
+NO_NUL = r"^[^\x00]*$"
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 # A path id: documented as a UUID; anything else is simply an absent resource (404, §1.3).
 UuidPath = Annotated[str, Path(json_schema_extra={"format": "uuid"})]
 
@@ -59,7 +61,10 @@ class ApiModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _raw_length(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str) and info.field_name is not None:
+        # Only a string that trimming would shorten can pass the trimmed check yet break its
+        # documented length (the others meet the field's own validation, e.g. the password
+        # policy with its one `details` entry per rule).
+        if isinstance(value, str) and info.field_name is not None and value != value.strip():
             limit = _raw_max_lengths(cls).get(info.field_name)
             if limit is not None and len(value) > limit:
                 raise PydanticCustomError(
@@ -77,8 +82,8 @@ class ApiModel(BaseModel):
         target = handler.resolve_ref_schema(schema)
         for prop in (target.get("properties") or {}).values():
             for item in _string_schemas(prop):
-                if item.get("minLength", 0) >= 1 and not item.keys() & {"pattern", "format"}:
-                    item["pattern"] = NOT_BLANK
+                if not item.keys() & {"pattern", "format", "enum", "const"}:
+                    item["pattern"] = NOT_BLANK if item.get("minLength", 0) >= 1 else NO_NUL
         return schema
 
 

@@ -106,7 +106,7 @@ BOOL_SCHEMA: dict[str, Any] = {"type": "boolean"}
 
 
 def _text_schema(max_length: int) -> dict[str, Any]:
-    return {"type": "string", "maxLength": max_length}
+    return {"type": "string", "maxLength": max_length, "pattern": r"^[^\x00]*$"}  # no NUL
 
 
 @dataclass(frozen=True, slots=True)

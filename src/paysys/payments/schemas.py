@@ -25,7 +25,7 @@ from paysys.core.money import (
 )
 from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
 from paysys.core.querymodel import Constraint, Integer, Omitted, OneOf, QueryModel, Text
-from paysys.core.schemas import ApiModel
+from paysys.core.schemas import NO_NUL, ApiModel
 from paysys.payments.states import STATUSES, TYPES
 
 MAX_METADATA_KEYS = 20
@@ -51,10 +51,10 @@ AMOUNT_SCHEMA: dict[str, Any] = {
 METADATA_SCHEMA: dict[str, Any] = {
     "type": "object",
     "maxProperties": MAX_METADATA_KEYS,
-    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY, "pattern": NO_NUL},
     "additionalProperties": {
         "anyOf": [
-            {"type": "string", "maxLength": MAX_METADATA_VALUE},
+            {"type": "string", "maxLength": MAX_METADATA_VALUE, "pattern": NO_NUL},
             {"type": "number"},
             {"type": "boolean"},
         ]

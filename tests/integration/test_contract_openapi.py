@@ -38,6 +38,8 @@ EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "5"))
 STATEFUL_STEPS = int(os.environ.get("CONTRACT_STATEFUL_STEPS", "6"))
 SEED = int(os.environ.get("CONTRACT_SEED", "20261207"))
 PASSWORD = "Contract-Test-Pass-1"
+# One run per test; many more examples (CONTRACT_EXAMPLES) need more than the suite's 300 s.
+pytestmark = pytest.mark.timeout(max(300, 15 * EXAMPLES))
 
 # Operations that end the token they are sent with: never in a run with a long-lived token.
 TOKEN_ENDING = r"^/api/auth/(logout|password|sessions/\{[^}]+\})$"

@@ -175,3 +175,20 @@ def test_operations_need_a_bearer_token_unless_public() -> None:
     assert doc["paths"]["/private"]["get"]["security"] == [{"bearerAuth": []}]
     assert doc["paths"]["/public"]["post"]["security"] == []
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize(
+    "email",
+    [" A@b.co ", "a@b.c", "first.last+tag@sub.example.com", "x@b", "a b@c.de", "a@-b.de", "@b.de"],
+)
+def test_email_pattern_is_the_validator(email: str) -> None:
+    from paysys.core.errors import AppError
+    from paysys.core.schemas import EMAIL_SCHEMA
+    from paysys.users.accounts import validate_email
+
+    try:
+        validate_email(email)
+        accepted = True
+    except AppError:
+        accepted = False
+    assert _matches(EMAIL_SCHEMA["pattern"], email) is accepted

@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from paysys.core.passwords import PASSWORD_SCHEMA
-from paysys.core.schemas import ApiModel
+from paysys.core.schemas import EMAIL_SCHEMA, ApiModel
 
-EMAIL_DOC: dict[str, Any] = {"format": "email"}
+EMAIL_DOC: dict[str, Any] = {"format": "email", "pattern": EMAIL_SCHEMA["pattern"]}
 
 Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
 

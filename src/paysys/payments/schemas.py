@@ -25,7 +25,7 @@ from paysys.core.money import (
 )
 from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
 from paysys.core.querymodel import Constraint, Integer, Omitted, OneOf, QueryModel, Text
-from paysys.core.schemas import NO_NUL, ApiModel
+from paysys.core.schemas import EMAIL_PATTERN, EMAIL_SCHEMA, NO_NUL, ApiModel
 from paysys.payments.states import STATUSES, TYPES
 
 MAX_METADATA_KEYS = 20
@@ -35,7 +35,7 @@ MAX_EMAIL = 254
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL_RE = re.compile(EMAIL_PATTERN)  # the accounts domain's rule, as documented
 _SIGNIFICANT = re.compile(r"^-?(\d+)(?:\.(\d+))?$")
 
 
@@ -60,7 +60,6 @@ METADATA_SCHEMA: dict[str, Any] = {
         ]
     },
 }
-EMAIL_SCHEMA: dict[str, Any] = {"type": "string", "format": "email", "maxLength": MAX_EMAIL}
 CREATE_RULES = (
     "Rules JSON Schema cannot state (api-contracts §10), each a 400 VALIDATION_ERROR: the "
     "amount has at most the currency's minor-unit digits and lies within the configured limits "
@@ -101,7 +100,7 @@ class CreateInput(ApiModel):
         description="give exactly one of recipientId and recipientEmail",
     )
     recipient_email: StrictStr | None = Field(
-        default=None, max_length=MAX_EMAIL, json_schema_extra={"format": "email"}
+        default=None, max_length=MAX_EMAIL, json_schema_extra=EMAIL_SCHEMA
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,

@@ -9,7 +9,10 @@ from pydantic import Field
 from paysys.core.passwords import PASSWORD_SCHEMA
 from paysys.core.schemas import EMAIL_SCHEMA, ApiModel
 
-EMAIL_DOC: dict[str, Any] = {"format": "email", "pattern": EMAIL_SCHEMA["pattern"]}
+EMAIL_DOC: dict[str, Any] = {
+    "pattern": EMAIL_SCHEMA["pattern"],
+    "description": EMAIL_SCHEMA["description"],
+}
 
 Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
 

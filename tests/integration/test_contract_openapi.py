@@ -194,10 +194,17 @@ def _failures(recorder: Any) -> list[str]:
 
 
 def run_engine(schema: Any) -> tuple[int, dict[str, set[str]]]:
-    """Run every phase; returns (scenarios run, distinct failures by operation)."""
+    """Run every phase; returns (scenarios run, distinct failures by operation). Prints the
+    seconds each phase took (with `-s`)."""
     findings: dict[str, set[str]] = {}
     scenarios = 0
+    started: dict[str, float] = {}
     for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.PhaseStarted):
+            started[event.phase.name.value] = time.monotonic()
+        elif isinstance(event, events.PhaseFinished) and event.phase.name.value in started:
+            took = time.monotonic() - started[event.phase.name.value]
+            print(f"  {event.phase.name.value}: {took:.1f} s")
         if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
             scenarios += 1
             label = getattr(event.recorder, "label", "?")

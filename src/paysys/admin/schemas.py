@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from paysys.core.passwords import PASSWORD_SCHEMA
-from paysys.core.schemas import EMAIL_SCHEMA, ApiModel
-
-EMAIL_DOC: dict[str, Any] = {
-    "pattern": EMAIL_SCHEMA["pattern"],
-    "description": EMAIL_SCHEMA["description"],
-}
+from paysys.core.schemas import ApiModel, Email
 
 Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
 
 
 class CreateUserBody(ApiModel):
-    email: str = Field(min_length=3, max_length=254, json_schema_extra=EMAIL_DOC)
+    email: Email
     password: str = Field(max_length=128, json_schema_extra=PASSWORD_SCHEMA)
     name: str = Field(min_length=1, max_length=100)
     role: Role
@@ -26,9 +21,7 @@ class CreateUserBody(ApiModel):
 
 class UpdateUserBody(ApiModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    email: str | None = Field(
-        default=None, min_length=3, max_length=254, json_schema_extra=EMAIL_DOC
-    )
+    email: Email | None = None
 
 
 class RoleBody(ApiModel):

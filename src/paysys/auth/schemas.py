@@ -12,13 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, WithJsonSchema
 
 from paysys.core.passwords import PASSWORD_SCHEMA
-from paysys.core.schemas import EMAIL_SCHEMA, ApiModel, ResponseModel, success_envelope
+from paysys.core.schemas import ApiModel, Email, ResponseModel, success_envelope
 
-Email = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
-    WithJsonSchema(EMAIL_SCHEMA),
-]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 # Not trimmed: a password is used exactly as typed. New passwords may be empty here: the
 # policy then reports every rule it fails (one `details` entry each).

@@ -19,7 +19,9 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     create_model,
     field_validator,
 )
@@ -40,6 +42,12 @@ EMAIL_SCHEMA: dict[str, Any] = {
     "maxLength": 254,
     "description": "an email address (surrounding blanks are trimmed; compared lower-cased)",
 }
+# A request's email: the accounts domain checks it (`validate_email`), the document says so.
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
+    WithJsonSchema(EMAIL_SCHEMA),
+]
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 # A path id: documented as a UUID; anything else is simply an absent resource (404, §1.3).
 UuidPath = Annotated[str, Path(json_schema_extra={"format": "uuid"})]

@@ -260,7 +260,10 @@ class CurrencyCode(Constraint):
             raise ValueError(str(exc)) from None
 
     def schema(self) -> dict[str, Any]:
-        return {"enum": CURRENCY_SCHEMA["enum"]}
+        return {
+            "pattern": CURRENCY_SCHEMA["pattern"],
+            "description": CURRENCY_SCHEMA["description"],
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,8 +61,9 @@ TimeZone = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "enum": sorted(rules.iana_zones()),
-            "description": "IANA time zone name, e.g. Europe/Paris",
+            "pattern": rules.timezone_pattern(),
+            "description": "IANA time zone name, e.g. Europe/Paris (a name of the tz database "
+            "the server ships; case-sensitive)",
         }
     ),
 ]

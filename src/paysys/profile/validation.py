@@ -71,6 +71,13 @@ def iana_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+def timezone_pattern() -> str:
+    """Exactly the known zone names (a pattern: a generator would try each member of an enum
+    of hundreds), with the surrounding blanks every string may carry."""
+    names = sorted(iana_zones())
+    return r"^\s*(?:" + "|".join(name.replace("+", r"\+") for name in names) + r")\s*$"
+
+
 def validate_timezone(value: str) -> str:
     if value not in iana_zones():
         raise ValueError("must be an IANA time zone name such as Europe/Paris")

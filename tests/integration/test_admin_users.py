@@ -105,6 +105,13 @@ async def test_list_paginates_sorts_and_filters(client) -> None:  # type: ignore
     assert data["pagination"]["total"] == 7
     gone = [u for u in data["users"] if u["email"] == "gone@shop.test"]
     assert gone and gone[0]["deletedAt"] is not None
+    # The detail of a deleted user is gone too, unless asked for.
+    r = await client.get(f"/api/admin/users/{gone[0]['id']}", headers=headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "USER_NOT_FOUND"
+    r = await client.get(
+        f"/api/admin/users/{gone[0]['id']}", headers=headers, params={"includeDeleted": "1"}
+    )
+    assert r.status_code == 200 and r.json()["data"]["deletedAt"] is not None
 
 
 async def test_list_ties_are_stable(client) -> None:  # type: ignore[no-untyped-def]

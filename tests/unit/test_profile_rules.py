@@ -51,6 +51,7 @@ def test_phone_rejects(raw: str) -> None:
         "https://example.com/x.png?q=1#f",
         "HTTPS://EXAMPLE.COM/",
         "https://[::1]:8443/a",
+        "https://a.b/p%20q/r?s=t&u=/v#w",
     ],
 )
 def test_url_accepts(url: str) -> None:
@@ -73,6 +74,10 @@ def test_url_accepts(url: str) -> None:
         "https://a.b/" + "x" * 2048,
         "file:///etc/passwd",
         "a.b/c",
+        "https://a.b/ä",  # non-ASCII must be percent-encoded, as in any URI
+        "https://a.b/%7Q",  # not a percent-encoding
+        "https://a.b/<x>",
+        "https://a.b/?q#f#g",
     ],
 )
 def test_url_rejects(url: str) -> None:

@@ -7,12 +7,12 @@ Every route requires a Bearer token with role ADMIN (`AdminUser`): 401 without a
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from paysys.admin import audit, service
-from paysys.admin.queries import AuditLogQuery, StatsQuery, UserListQuery
+from paysys.admin.queries import AuditLogQuery, StatsQuery, UserDetailQuery, UserListQuery
 from paysys.admin.schemas import (
     AuditActionsResponse,
     AuditLogListResponse,
@@ -21,12 +21,14 @@ from paysys.admin.schemas import (
     StatusBody,
     UpdateUserBody,
 )
-from paysys.core import jsonbody
+from paysys.core import jsonbody, sysconfig
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok, page_of
 from paysys.core.errors import ValidationFailed
 from paysys.core.http import parse_uuid
+from paysys.core.passwords import PASSWORD_RULES
 from paysys.core.routing import JsonBodyRoute
+from paysys.core.schemas import UuidPath
 from paysys.core.security import AdminUser
 from paysys.payments import service as payments_service
 from paysys.payments.db import connect, dumps
@@ -61,15 +63,31 @@ async def list_users(request: Request, admin: AdminUser, session: SessionDep) ->
     return ok(page_of("users", users, page=query.page, limit=query.limit, total=total))
 
 
-@router.get("/users/{user_id}", summary="A user with profile and payment counts")
-async def get_user(user_id: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
-    return ok(await service.user_detail(session, _user_id(user_id)))
+@router.get(
+    "/users/{user_id}",
+    summary="A user with profile and payment counts",
+    description="A soft-deleted user answers 404 USER_NOT_FOUND unless `includeDeleted=true`.",
+    openapi_extra={"parameters": UserDetailQuery.openapi_parameters()},
+)
+async def get_user(
+    user_id: UuidPath, request: Request, admin: AdminUser, session: SessionDep
+) -> dict[str, Any]:
+    query = UserDetailQuery.parse(request.query_params)
+    detail = await service.user_detail(
+        session, _user_id(user_id), include_deleted=query.with_deleted
+    )
+    return ok(detail)
 
 
 # --- users (writes: paysys.users.accounts, the code path auth uses) -----------------------------
 
 
-@router.post("/users", status_code=201, summary="Create a user (same policy as registration)")
+@router.post(
+    "/users",
+    status_code=201,
+    summary="Create a user (same policy as registration)",
+    description=PASSWORD_RULES,
+)
 async def create_user(
     body: CreateUserBody, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
@@ -77,7 +95,7 @@ async def create_user(
 
 
 async def _update_user(
-    user_id: str, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, body: UpdateUserBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     user = await service.update_user(
         session,
@@ -103,7 +121,7 @@ router.add_api_route(
 
 
 async def _change_role(
-    user_id: str, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, body: RoleBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     user = await service.change_role(
         session, request.app.state.redis, _user_id(user_id), body.role, actor_id=admin.id
@@ -125,7 +143,7 @@ router.add_api_route(
 
 @router.patch("/users/{user_id}/status", summary="Activate or deactivate a user")
 async def set_status(
-    user_id: str, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, body: StatusBody, admin: AdminUser, session: SessionDep, request: Request
 ) -> dict[str, Any]:
     user = await service.set_status(
         session,
@@ -142,7 +160,7 @@ async def set_status(
     "/users/{user_id}", status_code=204, response_class=Response, summary="Soft-delete a user"
 )
 async def delete_user(
-    user_id: str, admin: AdminUser, session: SessionDep, request: Request
+    user_id: UuidPath, admin: AdminUser, session: SessionDep, request: Request
 ) -> Response:
     await service.delete_user(
         session, request.app.state.redis, _user_id(user_id), actor_id=admin.id
@@ -247,24 +265,12 @@ async def get_config(admin: AdminUser, session: SessionDep) -> dict[str, Any]:
 
 
 # Rules JSON Schema cannot express (api-contracts §10), named in the operations' descriptions.
-_CONFIG_RULES = (
-    "Values are validated per key (api-contracts §5, §10). `payment.minAmount`/"
-    "`payment.maxAmount`: USD limits, decimal strings with 2 decimals. "
-    "`payment.minAmount.<CUR>`/`payment.maxAmount.<CUR>` (CUR an upper-case ISO 4217 code the "
-    "service supports): that currency's limits, decimal strings with its minor-unit digits, "
-    "`null` unsets one. Min ≤ max for each currency (and for the unsuffixed pair). "
-    "Unknown keys: 400 in the map, 404 `CONFIG_KEY_NOT_FOUND` as a path."
-)
 _CONFIG_MAP_DOC = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": "configuration key → new value (all or nothing)",
-                    "additionalProperties": True,
-                },
+                "schema": sysconfig.config_map_schema(),
                 "example": {
                     "payment.minAmount": "1.00",
                     "payment.maxAmount": "50000.00",
@@ -282,7 +288,7 @@ _CONFIG_VALUE_DOC = {
                 "schema": {
                     "type": "object",
                     "required": ["value"],
-                    "properties": {"value": {}},
+                    "properties": {"value": sysconfig.any_value_schema()},
                     "additionalProperties": False,
                 },
                 "example": {"value": "50000.00"},
@@ -295,7 +301,7 @@ _CONFIG_VALUE_DOC = {
 @router.put(
     "/config",
     summary="Set several configuration keys at once (all or nothing)",
-    description=_CONFIG_RULES,
+    description=sysconfig.CONFIG_RULES,
     openapi_extra=_CONFIG_MAP_DOC,
 )
 async def put_config(request: Request, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
@@ -306,19 +312,24 @@ async def put_config(request: Request, admin: AdminUser, session: SessionDep) ->
     return ok({"config": entries})
 
 
+ConfigKeyPath = Annotated[str, Path(json_schema_extra=sysconfig.key_schema())]
+
+
 @router.get("/config/{key}", summary="One configuration key")
-async def get_config_key(key: str, admin: AdminUser, session: SessionDep) -> dict[str, Any]:
+async def get_config_key(
+    key: ConfigKeyPath, admin: AdminUser, session: SessionDep
+) -> dict[str, Any]:
     return ok(await service.config_entry(session, key))
 
 
 @router.put(
     "/config/{key}",
     summary="Set one configuration key",
-    description=_CONFIG_RULES,
+    description=sysconfig.CONFIG_RULES,
     openapi_extra=_CONFIG_VALUE_DOC,
 )
 async def put_config_key(
-    key: str, request: Request, admin: AdminUser, session: SessionDep
+    key: ConfigKeyPath, request: Request, admin: AdminUser, session: SessionDep
 ) -> dict[str, Any]:
     service.require_config_key(key)
     body = jsonbody.read_json(await request.body(), exact=True)

@@ -117,6 +117,19 @@ class AuditLogQuery(QueryModel):
         return parse_range(self.start_date, self.end_date)
 
 
+class UserDetailQuery(QueryModel):
+    """The query of GET /api/admin/users/{id}: a deleted user is gone (404, as after any
+    DELETE) unless asked for, like the list's `includeDeleted`."""
+
+    include_deleted: Annotated[str, _BOOLEAN] | Omitted = Field(
+        None, alias="includeDeleted", description="also a soft-deleted user (true, 1)"
+    )
+
+    @property
+    def with_deleted(self) -> bool:
+        return self.include_deleted in ("true", "1")
+
+
 class StatsQuery(QueryModel):
     """The query of GET /api/admin/stats."""
 

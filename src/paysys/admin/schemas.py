@@ -8,21 +8,22 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from paysys.core.schemas import ApiModel, PaginationOut, ResponseModel, success_envelope
+from paysys.core.passwords import PASSWORD_SCHEMA
+from paysys.core.schemas import ApiModel, Email, PaginationOut, ResponseModel, success_envelope
 
 Role = Literal["CUSTOMER", "VENDOR", "ADMIN"]
 
 
 class CreateUserBody(ApiModel):
-    email: str = Field(min_length=3, max_length=254)
-    password: str = Field(max_length=128)
+    email: Email
+    password: str = Field(max_length=128, json_schema_extra=PASSWORD_SCHEMA)
     name: str = Field(min_length=1, max_length=100)
     role: Role
 
 
 class UpdateUserBody(ApiModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    email: str | None = Field(default=None, min_length=3, max_length=254)
+    email: Email | None = None
 
 
 class RoleBody(ApiModel):

@@ -136,11 +136,13 @@ async def _payment_counts(session: AsyncSession, user_id: uuid.UUID) -> dict[str
     return {"sentPayments": int(sent or 0), "receivedPayments": int(received or 0)}
 
 
-async def user_detail(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]:
-    """A user (deleted ones too) with the profile (None until the profile service made it) and
-    payment counts."""
+async def user_detail(
+    session: AsyncSession, user_id: uuid.UUID, *, include_deleted: bool = False
+) -> dict[str, Any]:
+    """A user with the profile (None until the profile service made it) and payment counts; a
+    soft-deleted one only when asked for (after DELETE the resource is gone, RFC 9110)."""
     user = await session.get(User, user_id)
-    if user is None:
+    if user is None or (user.deleted_at is not None and not include_deleted):
         raise NotFound("USER_NOT_FOUND", "User not found")
     data = user_json(user)
     data["profile"] = await find_profile(session, user.id)

@@ -25,8 +25,10 @@ from paysys.core.clientip import client_ip
 from paysys.core.db import SessionDep
 from paysys.core.envelope import ok
 from paysys.core.http import parse_uuid
+from paysys.core.openapi import PUBLIC
+from paysys.core.passwords import PASSWORD_RULES
 from paysys.core.routing import JsonBodyRoute
-from paysys.core.schemas import ErrorEnvelope
+from paysys.core.schemas import ErrorEnvelope, UuidPath
 from paysys.core.security import CurrentUser, get_codec
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -60,7 +62,9 @@ def throttles(request: Request) -> Throttles:
     status_code=201,
     summary="Create an account (CUSTOMER or VENDOR) and sign in",
     response_description="`{user, accessToken, refreshToken, expiresIn}`",
+    description=PASSWORD_RULES,
     responses={201: {"model": AuthResponse}},
+    openapi_extra=PUBLIC,
 )
 async def register(body: RegisterRequest, request: Request, session: SessionDep) -> Any:
     data = await service.register(
@@ -75,7 +79,14 @@ async def register(body: RegisterRequest, request: Request, session: SessionDep)
     return ok(data)
 
 
-@router.post("/login", summary="Sign in", responses={200: {"model": AuthResponse}})
+@router.post(
+    "/login",
+    summary="Sign in",
+    description="Unknown email, wrong password and deactivated account all answer 401 "
+    "INVALID_CREDENTIALS; repeated failures lock the account for the caller's address (423).",
+    responses={200: {"model": AuthResponse}},
+    openapi_extra=PUBLIC,
+)
 async def login(body: LoginRequest, request: Request, session: SessionDep) -> Any:
     data = await service.login(
         session,
@@ -89,7 +100,10 @@ async def login(body: LoginRequest, request: Request, session: SessionDep) -> An
 
 
 @router.post(
-    "/refresh", summary="Rotate a refresh token", responses={200: {"model": TokenPairResponse}}
+    "/refresh",
+    summary="Rotate a refresh token",
+    responses={200: {"model": TokenPairResponse}},
+    openapi_extra=PUBLIC,
 )
 async def refresh(body: RefreshRequest, request: Request, session: SessionDep) -> Any:
     data = await service.refresh(
@@ -141,12 +155,16 @@ async def me(principal: CurrentUser, session: SessionDep) -> Any:
     "/password",
     dependencies=_BEARER,
     summary="Change the password (ends every session; limited per user, then 429)",
+    description=PASSWORD_RULES + " `newPassword` must differ from `currentPassword`; a wrong "
+    "`currentPassword` is 401 INVALID_CREDENTIALS.",
     responses={200: {"model": MessageResponse}},
 )
 @router.put(
     "/password",
     dependencies=_BEARER,
     summary="Change the password (ends every session; limited per user, then 429)",
+    description=PASSWORD_RULES + " `newPassword` must differ from `currentPassword`; a wrong "
+    "`currentPassword` is 401 INVALID_CREDENTIALS.",
     responses={200: {"model": MessageResponse}},
 )
 async def change_password(
@@ -182,7 +200,7 @@ async def sessions(principal: CurrentUser, request: Request, session: SessionDep
     response_class=Response,
 )
 async def revoke_session(
-    session_id: str, principal: CurrentUser, request: Request, session: SessionDep
+    session_id: UuidPath, principal: CurrentUser, request: Request, session: SessionDep
 ) -> Response:
     sid = parse_uuid(session_id, "SESSION_NOT_FOUND", "Session not found")
     await service.revoke_one_session(

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, WithJsonSchema
 
-from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
+from paysys.core.passwords import PASSWORD_SCHEMA
+from paysys.core.schemas import ApiModel, Email, ResponseModel, success_envelope
 
-Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 # Not trimmed: a password is used exactly as typed. New passwords may be empty here: the
 # policy then reports every rule it fails (one `details` entry each).
 Password = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=1024)]
 NewPassword = Annotated[
-    str, StringConstraints(strip_whitespace=False, min_length=0, max_length=1024)
+    str,
+    StringConstraints(strip_whitespace=False, min_length=0, max_length=1024),
+    WithJsonSchema(PASSWORD_SCHEMA),
 ]
 Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
 

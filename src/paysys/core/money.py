@@ -43,6 +43,20 @@ CURRENCIES: dict[str, int] = {
     code: int(digits) for code, digits in zip(_PARTS[::2], _PARTS[1::2], strict=True)
 }
 DEFAULT_CURRENCY = "USD"
+# The JSON Schema of a currency field (api-contracts §1.3): exactly what `parse_currency`
+# accepts, the known codes in any letter case with surrounding blanks, as one pattern (an enum
+# cannot say "any case", and a generator would try each of its hundreds of members).
+CURRENCY_PATTERN = (
+    r"^\s*(?:"
+    + "|".join("".join(f"[{c}{c.lower()}]" for c in code) for code in CURRENCIES)
+    + r")\s*$"
+)
+CURRENCY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": CURRENCY_PATTERN,
+    "description": "ISO 4217 alphabetic code of an active currency, any case (upper-cased): "
+    + ", ".join(CURRENCIES),
+}
 MAX_DIGITS = max(CURRENCIES.values())
 
 # The largest amount accepted, in the currency's own units (api-contracts §1.3: 100000000.00).

@@ -21,6 +21,11 @@ from paysys.core.schemas import ErrorEnvelope
 ERROR_SCHEMA_NAME = ErrorEnvelope.__name__
 _REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+# Every operation needs a bearer access token unless it says otherwise with `security: []`
+# (`PUBLIC`, in its `openapi_extra`): register, login, refresh, the PSP webhook.
+BEARER_SCHEME = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+PUBLIC: dict[str, Any] = {"security": []}
 _METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
@@ -44,6 +49,7 @@ def rewrite_error_responses(doc: dict[str, Any]) -> dict[str, Any]:
         for method, operation in path_item.items():
             if method not in _METHODS or not isinstance(operation, dict):
                 continue
+            operation.setdefault("security", BEARER)
             responses = operation.setdefault("responses", {})
             phantom = responses.get("422")
             if phantom is not None and _FASTAPI_422 in str(phantom):
@@ -58,6 +64,9 @@ def rewrite_error_responses(doc: dict[str, Any]) -> dict[str, Any]:
                 # An error a route documents by description only is still an envelope.
                 if status[:1] in "45" and not _schema_of(response):
                     response["content"] = {"application/json": {"schema": dict(_REF)}}
+    doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = dict(
+        BEARER_SCHEME
+    )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     # Replaces what FastAPI generated for routes naming the model, so every service's
     # document carries the identical components (the gateway's merge then keeps one).

@@ -36,6 +36,26 @@ PASSWORD_HASHER = argon2.PasswordHasher(
 )
 PASSWORD_MIN = 12
 PASSWORD_MAX = 128
+# The policy as JSON Schema (api-contracts §1.3): length, and one upper-case letter, one
+# lower-case letter, one digit and one other character (ASCII classes A-Z, a-z, 0-9, anything
+# else: the same classes as the checks of `_POLICY_RULES`). "Not equal to the email" is a
+# rule of §10, stated in the operation's description (PASSWORD_RULES).
+PASSWORD_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": PASSWORD_MIN,
+    "maxLength": PASSWORD_MAX,
+    # (no NUL: JSON bodies holding one are refused, core.jsonbody)
+    "pattern": r"^(?=[^\x00]*[A-Z])(?=[^\x00]*[a-z])(?=[^\x00]*[0-9])(?=[^\x00]*[^A-Za-z0-9\x00])"
+    r"[^\x00]*$",
+    "description": f"{PASSWORD_MIN}-{PASSWORD_MAX} characters with at least one of A-Z, one "
+    "of a-z, one of 0-9 and one other character; not equal to the email",
+}
+PASSWORD_RULES = (
+    "Password policy (api-contracts §3): 12-128 characters, at least one of A-Z, one of a-z, "
+    "one of 0-9 and one other character (the schema's pattern); and, "
+    "which JSON Schema cannot state (§10), not equal to the email. Each failed rule is one "
+    "`details` entry of a 400 VALIDATION_ERROR."
+)
 
 # Hashing is CPU bound and releases the GIL: a pool sized to the cores keeps the event loop free
 # and bounds memory (19 MiB per hash in flight). Requests beyond that queue here, not on the loop.
@@ -115,12 +135,13 @@ async def burn_password_check(password: str) -> None:
 
 
 _POLICY_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("must contain at least one upper-case letter", lambda p: any(c.isupper() for c in p)),
-    ("must contain at least one lower-case letter", lambda p: any(c.islower() for c in p)),
-    ("must contain at least one digit", lambda p: any(c.isdigit() for c in p)),
+    # ASCII classes, exactly the pattern of PASSWORD_SCHEMA (é or ² count as "other").
+    ("must contain at least one upper-case letter", lambda p: any("A" <= c <= "Z" for c in p)),
+    ("must contain at least one lower-case letter", lambda p: any("a" <= c <= "z" for c in p)),
+    ("must contain at least one digit", lambda p: any("0" <= c <= "9" for c in p)),
     (
         "must contain at least one character that is not a letter or digit",
-        lambda p: any(not c.isalnum() for c in p),
+        lambda p: any(not (c.isascii() and c.isalnum()) for c in p),
     ),
 )
 

@@ -16,6 +16,7 @@ defaults to null (no limit of its own). Which keys bound which currency: `limit_
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,12 +91,28 @@ def _text(max_length: int) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ConfigValueError("must be a string")
-        value = value.strip()
-        if len(value) > max_length:
+        if len(value) > max_length:  # as sent, like its schema's maxLength
             raise ConfigValueError(f"must be at most {max_length} characters")
-        return value
+        return value.strip()
 
     return check
+
+
+# The JSON Schema of each kind of value (what `PUT /api/admin/config` documents). An amount's
+# rules beyond these (at most 2 decimals, > 0, ≤ 100000000.00 as a number of any spelling, and
+# minAmount ≤ maxAmount) are the key's own rules of api-contracts §10.
+AMOUNT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]{1,2})?\s*$"},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
+    ],
+    "description": "decimal string or number: > 0, at most 2 decimals, ≤ 100000000.00",
+}
+BOOL_SCHEMA: dict[str, Any] = {"type": "boolean"}
+
+
+def _text_schema(max_length: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "pattern": r"^[^\x00]*$"}  # no NUL
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +121,7 @@ class ConfigKey:
     default: Any
     description: str
     validate: Callable[[Any], Any]
+    schema: dict[str, Any]
 
 
 KEYS: dict[str, ConfigKey] = {
@@ -114,30 +132,35 @@ KEYS: dict[str, ConfigKey] = {
             "0.01",
             "Smallest payment amount accepted (decimal string; enforced by payments)",
             _amount,
+            AMOUNT_SCHEMA,
         ),
         ConfigKey(
             "payment.maxAmount",
             "100000000.00",
             "Largest payment amount accepted (decimal string; enforced by payments)",
             _amount,
+            AMOUNT_SCHEMA,
         ),
         ConfigKey(
             "payment.defaultCurrency",
             "USD",
             "Currency suggested to clients for new payments (ISO 4217)",
             _currency,
+            money.CURRENCY_SCHEMA,
         ),
         ConfigKey(
             "maintenance.enabled",
             False,
             "Announce a maintenance window to clients (informational flag)",
             _bool,
+            BOOL_SCHEMA,
         ),
         ConfigKey(
             "maintenance.message",
             "",
             "Message shown to clients during maintenance (at most 500 characters)",
             _text(500),
+            _text_schema(500),
         ),
     )
 }
@@ -187,7 +210,26 @@ def _currency_limit(base: str, currency: str) -> ConfigKey:
         f"(decimal string with {digits} decimals; null: none of its own"
         + (", the unsuffixed key applies)" if currency == UNSUFFIXED_CURRENCY else ")"),
         _limit_amount(currency),
+        _limit_schema(digits),
     )
+
+
+def _limit_schema(digits: int) -> dict[str, Any]:
+    """A per-currency limit: null, or an amount with at most `digits` decimals."""
+    decimals = rf"(\.[0-9]{{1,{digits}}})?" if digits else ""
+    return {
+        "anyOf": [
+            {"type": "null"},
+            {"type": "string", "pattern": rf"^\s*[0-9]+{decimals}\s*$"},
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
+        ]
+    }
+
+
+# The per-currency limit keys, as JSON Schema can name them (their values' decimals depend on
+# the currency: a rule of §10, stated in the description).
+LIMIT_KEY_PATTERN = r"^payment\.(minAmount|maxAmount)\.(" + "|".join(money.CURRENCIES) + r")$"
+LIMIT_VALUE_SCHEMA = _limit_schema(money.MAX_DIGITS)
 
 
 def spec(key: str) -> ConfigKey | None:
@@ -245,6 +287,48 @@ def effective_limits(values: dict[str, Any]) -> Limits:
             None if high_key is None else money.to_minor(values[high_key], currency),
         )
     return limits
+
+
+CONFIG_RULES = (
+    "Each value is validated by its key's own rules (api-contracts §10), beyond its schema: "
+    "amounts lie in (0, 100000000], the unsuffixed limits have at most 2 decimals, a "
+    "per-currency limit `payment.minAmount.<CUR>` / `payment.maxAmount.<CUR>` at most its "
+    "currency's minor-unit digits (null unsets it), and the minimum must not exceed the maximum "
+    "of the same currency (else 400 VALIDATION_ERROR naming the key). The unsuffixed limits "
+    "apply to USD only. Unknown keys: 400 in the map, 404 `CONFIG_KEY_NOT_FOUND` as a path."
+)
+
+
+def _described(key: ConfigKey) -> dict[str, Any]:
+    return {**key.schema, "description": key.description}
+
+
+def config_map_schema() -> dict[str, Any]:
+    """`PUT /api/admin/config`: one or more known keys with values of their own schema."""
+    return {
+        "type": "object",
+        "description": "configuration key → new value (all or nothing). " + CONFIG_RULES,
+        "properties": {name: _described(key) for name, key in KEYS.items()},
+        "patternProperties": {LIMIT_KEY_PATTERN: LIMIT_VALUE_SCHEMA},
+        "minProperties": 1,
+        "additionalProperties": False,
+    }
+
+
+def any_value_schema() -> dict[str, Any]:
+    """`PUT /api/admin/config/{key}`'s `value`: the schema of one of the keys (which one
+    depends on the path, which JSON Schema cannot tie to the body: §10)."""
+    unique: list[dict[str, Any]] = []
+    for key in [*KEYS.values(), _currency_limit(MIN_KEY, UNSUFFIXED_CURRENCY)]:
+        if key.schema not in unique:
+            unique.append(key.schema)
+    return {"anyOf": unique, "description": "the value, by the key's own schema and rules"}
+
+
+def key_schema() -> dict[str, Any]:
+    """A configuration key in a path: one of the fixed keys or a per-currency limit."""
+    fixed = "|".join(re.escape(name) for name in KEYS)
+    return {"type": "string", "pattern": f"(^({fixed})$)|({LIMIT_KEY_PATTERN})"}
 
 
 def validate(key: str, value: Any) -> Any:

@@ -15,12 +15,14 @@ from paysys.core.errors import ValidationFailed
 from paysys.core.http import parse_uuid
 from paysys.core.querydates import DateRange, parse_end, parse_start
 from paysys.core.routing import JsonBodyRoute, path_parameter, plain_route
+from paysys.core.schemas import UuidPath
 from paysys.core.security import CurrentUser, authenticate, require_role
 from paysys.core.tokens import Principal
 from paysys.payments import service, webhooks
 from paysys.payments.db import connect, dumps
 from paysys.payments.limits import AmountLimits
 from paysys.payments.schemas import (
+    CREATE_RULES,
     CancelInput,
     CreateInput,
     PaymentListQuery,
@@ -83,12 +85,10 @@ PAYMENT_ID_DOC = path_parameter("payment_id", "The payment's id", format="uuid")
     "POST",
     status_code=201,
     summary="Create a payment (idempotent with Idempotency-Key)",
-    description="Server rules beyond the schema (api-contracts §10): exactly one of "
-    "`recipientId`/`recipientEmail`, not oneself, recipient active; amount precision by the "
-    "currency's minor units; amount limits per currency from the config keys "
-    "`payment.minAmount.<CUR>`/`payment.maxAmount.<CUR>` (the unsuffixed keys apply to USD "
-    "only; a currency without keys has no limit beyond the schema's), refused with 400 "
-    "`VALIDATION_ERROR` `amount: must not exceed <max> <CUR>` (or `must be at least`).",
+    description=CREATE_RULES
+    + " With `Idempotency-Key`: a repeat with the same body within 24 h replays the first "
+    "answer (`Idempotent-Replayed: true`); a different body → 422 IDEMPOTENCY_KEY_REUSED; "
+    "while the first runs → 409 IDEMPOTENCY_IN_PROGRESS.",
     openapi_extra={
         "parameters": [IDEMPOTENCY_KEY_DOC],
         "requestBody": {
@@ -181,7 +181,39 @@ async def reports(request: Request, principal: ReportViewer) -> Response:
     return json_response(data)
 
 
-@router.post("/webhooks/psp", summary="PSP webhook (PSP-Signature; no bearer token)")
+WEBHOOK_DOC = {
+    "security": [],
+    "parameters": [
+        {
+            "name": webhooks.HEADER,
+            "in": "header",
+            "required": True,
+            "description": '`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" with '
+            "PSP_WEBHOOK_SECRET>`",
+            "schema": {
+                "type": "string",
+                "pattern": r"^t=[0-9]{1,12},v1=[0-9a-f]{64}$",
+                "maxLength": 200,
+            },
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": WebhookInput.model_json_schema(by_alias=True)}},
+    },
+}
+
+
+@router.post(
+    "/webhooks/psp",
+    summary="PSP webhook (PSP-Signature; no bearer token)",
+    description="Rules JSON Schema cannot state (api-contracts §10): the signature must be the "
+    "HMAC of this body with the shared secret and `t` within 300 s of now, else 400 "
+    "INVALID_SIGNATURE; the same `eventId` twice changes nothing the second time; the status "
+    "change follows the state machine (else 409 INVALID_STATUS_TRANSITION); an unknown payment "
+    "is 404 PAYMENT_NOT_FOUND.",
+    openapi_extra=WEBHOOK_DOC,
+)
 async def psp_webhook(request: Request) -> Response:
     raw = await request.body()
     webhooks.verify(
@@ -221,7 +253,7 @@ async def get_payment(request: Request) -> Response:
 
 @router.patch("/{payment_id}/status", summary="Change a payment's status (state machine)")
 async def change_status(
-    payment_id: str, body: StatusInput, request: Request, principal: CurrentUser
+    payment_id: UuidPath, body: StatusInput, request: Request, principal: CurrentUser
 ) -> Response:
     pid = parse_uuid(payment_id, "PAYMENT_NOT_FOUND", "Payment not found")
     async with connect(_engine(request)) as conn:
@@ -231,7 +263,7 @@ async def change_status(
 
 @router.post("/{payment_id}/cancel", summary="Cancel a pending payment (sender or ADMIN)")
 async def cancel(
-    payment_id: str,
+    payment_id: UuidPath,
     request: Request,
     principal: CurrentUser,
     body: CancelInput | None = None,

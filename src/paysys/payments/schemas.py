@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 from paysys.core.errors import AppError, ValidationFailed
 from paysys.core.events.catalogue import find_secret_keys
 from paysys.core.money import (
+    CURRENCY_SCHEMA,
     MoneyError,
     NonFinite,
     RawNumber,
@@ -24,37 +25,89 @@ from paysys.core.money import (
 )
 from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
 from paysys.core.querymodel import Constraint, Integer, Omitted, OneOf, QueryModel, Text
-from paysys.core.schemas import ApiModel
+from paysys.core.schemas import EMAIL_PATTERN, EMAIL_SCHEMA, NO_NUL, ApiModel
 from paysys.payments.states import STATUSES, TYPES
 
 MAX_METADATA_KEYS = 20
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
 MAX_EMAIL = 254
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+_EMAIL_RE = re.compile(EMAIL_PATTERN)  # the accounts domain's rule, as documented
 _SIGNIFICANT = re.compile(r"^-?(\d+)(?:\.(\d+))?$")
+
+
+# What JSON Schema can say of an amount: a positive decimal string without sign or exponent, or a
+# positive JSON number up to the maximum. The currency's minor-unit digits and the configured
+# per-currency limits are rules of api-contracts §10 (the operation's description names them).
+AMOUNT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$"},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
+    ]
+}
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY, "pattern": NO_NUL},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_METADATA_VALUE, "pattern": NO_NUL},
+            {"type": "number"},
+            {"type": "boolean"},
+        ]
+    },
+}
+CREATE_RULES = (
+    "Rules JSON Schema cannot state (api-contracts §10), each a 400 VALIDATION_ERROR: the "
+    "amount has at most the currency's minor-unit digits and lies within its currency's "
+    "limits (config keys `payment.minAmount.<CUR>`/`payment.maxAmount.<CUR>`; the unsuffixed "
+    "keys apply to USD only; a currency without keys has no limit beyond the schema's; "
+    "`amount: must not exceed <max> <CUR>` or `must be at least`); the recipient is not the "
+    "caller and is active; metadata keys that look like secrets are refused; decimal metadata "
+    "numbers have at most 15 significant digits. An unknown recipient is 404 RECIPIENT_NOT_FOUND."
+)
 
 
 class CreateInput(ApiModel):
     """POST /api/payments. `amount` is a JSON number or a decimal string (never a float: the
     body is parsed by `paysys.core.jsonbody` in exact mode); it becomes integer minor units here."""
 
-    currency: Any = Field(
-        default="USD", validate_default=True, description="ISO 4217 code (lower case accepted)"
-    )
+    model_config = {
+        "json_schema_extra": {
+            "oneOf": [
+                {"required": ["recipientId"], "properties": {"recipientId": {"type": "string"}}},
+                {
+                    "required": ["recipientEmail"],
+                    "properties": {"recipientEmail": {"type": "string"}},
+                },
+            ]
+        }
+    }
+
+    currency: Any = Field(default="USD", validate_default=True, json_schema_extra=CURRENCY_SCHEMA)
     amount: Any = Field(
         description='Decimal string with the currency\'s minor-unit digits ("100.00") or a '
         "JSON number; > 0 and ≤ 100000000.00",
-        json_schema_extra={"anyOf": [{"type": "string"}, {"type": "number"}]},
+        json_schema_extra=AMOUNT_SCHEMA,
     )
     type: Literal["instant", "scheduled", "recurring"]
     description: StrictStr = Field(min_length=1, max_length=500)
-    recipient_id: StrictStr | None = Field(default=None, max_length=36)
-    recipient_email: StrictStr | None = Field(default=None, max_length=MAX_EMAIL)
+    recipient_id: StrictStr | None = Field(
+        default=None,
+        json_schema_extra={"format": "uuid"},
+        description="give exactly one of recipientId and recipientEmail",
+    )
+    recipient_email: StrictStr | None = Field(
+        default=None, max_length=MAX_EMAIL, json_schema_extra=EMAIL_SCHEMA
+    )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description="Flat object: ≤ 20 keys of ≤ 40 characters; string/number/bool values "
         "(strings ≤ 500 characters)",
+        json_schema_extra=METADATA_SCHEMA,
     )
 
     @field_validator("currency", mode="before")
@@ -81,10 +134,9 @@ class CreateInput(ApiModel):
     def _recipient_id(cls, value: str | None) -> Any:
         if value is None:
             return None
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            raise ValueError("must be a UUID") from None
+        if not UUID_RE.match(value):  # the canonical form only, as `format: uuid` says
+            raise ValueError("must be a UUID")
+        return uuid.UUID(value)
 
     @field_validator("recipient_email", mode="after")
     @classmethod
@@ -181,9 +233,10 @@ class CancelInput(ApiModel):
 
 
 class WebhookInput(BaseModel):
-    """PSP event: `{eventId, paymentId, status, pspTransactionId?, failureReason?}`."""
+    """PSP event: `{eventId, paymentId, status, pspTransactionId?, failureReason?}`; unknown
+    fields are refused like in every body (api-contracts §1.3)."""
 
-    model_config = {"extra": "ignore", "str_strip_whitespace": True}
+    model_config = {"extra": "forbid", "str_strip_whitespace": True}
 
     eventId: StrictStr = Field(min_length=1, max_length=255)
     paymentId: uuid.UUID
@@ -208,7 +261,10 @@ class CurrencyCode(Constraint):
             raise ValueError(str(exc)) from None
 
     def schema(self) -> dict[str, Any]:
-        return {"pattern": _CURRENCY_RE.pattern}
+        return {
+            "pattern": CURRENCY_SCHEMA["pattern"],
+            "description": CURRENCY_SCHEMA["description"],
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJsonSchema
 
+from paysys.core.money import CURRENCY_SCHEMA
 from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
 from paysys.profile import avatars
 from paysys.profile import validation as rules
@@ -15,6 +16,15 @@ from paysys.profile import validation as rules
 MAX_ADDRESS = 500
 MAX_BIO = 1000
 
+# Each rule below is stated in its JSON schema too (api-contracts §1.3): the schema's pattern or
+# enum accepts exactly what the validator accepts (after the trimming every string gets).
+PHONE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 40,
+    "pattern": rules.PHONE_PATTERN,
+    "description": "E.164: '+' and 8-15 digits, the first not 0; spaces, dashes, dots and "
+    "parentheses are ignored",
+}
 PhoneNumber = Annotated[str, Field(max_length=40), AfterValidator(rules.normalize_phone)]
 AVATAR_URL_RULE = (
     "An http(s) URL of at most 2048 characters, or an uploaded image: a "
@@ -26,28 +36,56 @@ AVATAR_URL_RULE = (
 )
 # Longest accepted value: the longest allowed media type with the base64 of 5 MiB.
 MAX_AVATAR_URL = len("data:image/jpeg;base64,") + avatars.MAX_BASE64
-AvatarUrl = Annotated[
+AVATAR_URL_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": MAX_AVATAR_URL,
+    "anyOf": [
+        {
+            "format": "uri",
+            "maxLength": rules.MAX_URL_LENGTH,
+            "pattern": rules.HTTP_URL_PATTERN,
+            "description": "an http(s) URL with a host, without credentials",
+        },
+        {
+            "pattern": "^data:image/(png|jpeg|webp|gif);base64,[A-Za-z0-9+/]*={0,2}$",
+            "description": "an uploaded image (must really be one of the declared type: §6)",
+        },
+    ],
+}
+# Lengths are checked by the validator, whose messages name the rule (size, 2048).
+AvatarUrl = Annotated[str, AfterValidator(rules.validate_avatar_url)]
+Language = Annotated[
     str,
-    # Lengths are checked by the validator, whose messages name the rule (size, 2048).
-    AfterValidator(rules.validate_avatar_url),
+    Field(max_length=35),
+    AfterValidator(rules.normalize_language),
     WithJsonSchema(
         {
             "type": "string",
-            "anyOf": [
-                {"maxLength": rules.MAX_URL_LENGTH},
-                {
-                    "pattern": "^data:image/(png|jpeg|webp|gif);base64,",
-                    "maxLength": MAX_AVATAR_URL,
-                },
-            ],
+            "maxLength": 35,
+            "pattern": rules.BCP47_PATTERN,
+            "description": "BCP 47 tag: language [-Script] [-REGION], e.g. en, en-US, zh-Hant-TW",
         }
     ),
 ]
-Language = Annotated[str, Field(max_length=35), AfterValidator(rules.normalize_language)]
 Currency = Annotated[
-    str, Field(min_length=3, max_length=3), AfterValidator(rules.normalize_currency)
+    str,
+    Field(min_length=3, max_length=3),
+    AfterValidator(rules.normalize_currency),
+    WithJsonSchema(CURRENCY_SCHEMA),
 ]
-TimeZone = Annotated[str, Field(max_length=64), AfterValidator(rules.validate_timezone)]
+TimeZone = Annotated[
+    str,
+    Field(max_length=64),
+    AfterValidator(rules.validate_timezone),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": rules.timezone_pattern(),
+            "description": "IANA time zone name, e.g. Europe/Paris (a name of the tz database "
+            "the server ships; case-sensitive)",
+        }
+    ),
+]
 Theme = Literal["light", "dark", "system"]
 
 DEFAULT_PREFERENCES: dict[str, Any] = {
@@ -69,14 +107,20 @@ def _blank_is_none(value: Any) -> Any:
 Blank = BeforeValidator(_blank_is_none)
 
 
+def _clearable(schema: dict[str, Any]) -> WithJsonSchema:
+    """The schema of an optional field that `null` or a blank string clears."""
+    blank = {"type": "string", "pattern": r"^\s*$", "maxLength": schema["maxLength"]}
+    return WithJsonSchema({"anyOf": [schema, blank, {"type": "null"}]})
+
+
 class ProfileUpdate(ApiModel):
     """PUT and PATCH /api/profile: every field optional; `null` or "" clears it."""
 
-    phone_number: Annotated[PhoneNumber | None, Blank] = Field(
+    phone_number: Annotated[PhoneNumber | None, Blank, _clearable(PHONE_SCHEMA)] = Field(
         default=None, description="E.164; spaces, dashes, dots and parentheses are ignored"
     )
     address: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_ADDRESS)
-    avatar_url: Annotated[AvatarUrl | None, Blank] = Field(
+    avatar_url: Annotated[AvatarUrl | None, Blank, _clearable(AVATAR_URL_SCHEMA)] = Field(
         default=None, description=AVATAR_URL_RULE
     )
     bio: Annotated[str | None, Blank] = Field(default=None, max_length=MAX_BIO)

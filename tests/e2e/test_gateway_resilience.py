@@ -4,7 +4,6 @@ and rate-limit accuracy across two gateway processes sharing Redis."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 import uuid
@@ -16,9 +15,15 @@ from unittest.mock import ANY
 
 import httpx
 import pytest
-import redis
 
-from tests.support.gateway import MIB, EchoServer, mint_token, upstream_env, wait_until
+from tests.support.gateway import (
+    MIB,
+    EchoServer,
+    forget_rate_limits,
+    mint_token,
+    upstream_env,
+    wait_until,
+)
 from tests.support.servers import Stack
 
 SERVICES = ("auth", "payments", "admin", "profile")
@@ -45,14 +50,6 @@ def echoes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, EchoS
     yield servers
     for server in servers.values():
         server.stop()
-
-
-def forget_rate_limits() -> None:
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    keys = list(client.scan_iter("gw:rl:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def _gateway(

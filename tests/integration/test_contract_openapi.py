@@ -32,6 +32,7 @@ from schemathesis.engine import events
 
 from paysys.core.config import get_settings
 from tests.conftest import base_env
+from tests.support.gateway import forget_rate_limits
 from tests.support.servers import Stack
 
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "5"))
@@ -163,6 +164,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield stack.url()
     finally:
         stack.stop()
+        forget_rate_limits()  # its sign-ups filled the shared per-IP buckets
 
 
 @pytest.fixture(scope="module")

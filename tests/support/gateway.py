@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from tests.support.servers import free_port, wait_for_port
 
@@ -53,25 +54,22 @@ def _json(status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = N
 
 def _openapi(name: str) -> dict[str, Any]:
     # Every instance defines `Error` differently (a clash to rename) and `Shared` identically.
+    # The echo path declares every method the echo answers: the gateway answers 405 itself
+    # for a method the merged document does not list (api-contracts §1.4).
+    operation = {
+        "tags": [name],
+        "responses": {
+            "200": {
+                "description": "ok",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": f"echo {name}", "version": os.environ.get("ECHO_VERSION", "1")},
         "paths": {
-            f"/api/{name}/echo": {
-                "get": {
-                    "tags": [name],
-                    "responses": {
-                        "200": {
-                            "description": "ok",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Error"}
-                                }
-                            },
-                        }
-                    },
-                }
-            }
+            f"/api/{name}/echo": dict.fromkeys(("get", "post", "put", "patch", "delete"), operation)
         },
         "components": {
             "schemas": {
@@ -338,3 +336,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def forget_rate_limits() -> None:
+    """Empty the gateway's rate-limit buckets in the run's Redis (every stack of a run shares
+    them: one test's burst of sign-ups must not refuse the next test's)."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        keys = list(client.scan_iter("gw:rl:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -14,23 +14,10 @@ from typing import Any
 
 import httpx
 
-from paysys.users import accounts
 from tests.integration.test_admin_access import ADMIN_ROUTES
 from tests.support.admin import poll
-from tests.support.auth import PASSWORD, bearer, register, runtime, unique_email
+from tests.support.auth import PASSWORD, admin_login, bearer, register, unique_email
 from tests.support.servers import Stack
-
-
-async def _admin_token(auth: httpx.AsyncClient) -> tuple[str, str]:
-    email = unique_email("e2e-admin")
-    async with runtime() as rt, rt.sessionmaker() as session:
-        user = await accounts.create_user(
-            session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
-        )
-        await session.commit()
-    response = await auth.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return str(response.json()["data"]["accessToken"]), str(user.id)
 
 
 def _code(response: httpx.Response) -> str:
@@ -65,7 +52,7 @@ async def test_deactivated_users_tokens_fail_at_once_everywhere(stack: Stack) ->
         httpx.AsyncClient(base_url=stack.url("profile"), timeout=15) as profile,
         httpx.AsyncClient(base_url=stack.url("admin"), timeout=15) as admin_direct,
     ):
-        admin_token, _ = await _admin_token(auth)
+        admin_token, _ = await admin_login(auth, "e2e-admin")
         admin = bearer(admin_token)
         victim = await register(auth, email=unique_email("e2e-victim"))
         headers = bearer(victim["accessToken"])
@@ -106,7 +93,7 @@ async def test_audit_trail_from_events_over_the_gateway(stack: Stack) -> None:
         httpx.AsyncClient(base_url=stack.url("auth"), timeout=15) as auth,
         httpx.AsyncClient(base_url=stack.url("gateway"), timeout=15) as gateway,
     ):
-        admin_token, admin_id = await _admin_token(auth)
+        admin_token, admin_id = await admin_login(auth, "e2e-admin")
         admin = bearer(admin_token)
         request_id = f"e2e-audit-{uuid.uuid4().hex[:8]}"
         user = await register(auth, email=unique_email("e2e-audit"), **{"X-Request-ID": request_id})
@@ -137,7 +124,7 @@ async def test_audit_trail_from_events_over_the_gateway(stack: Stack) -> None:
 async def test_audit_catches_up_after_admin_was_killed(stack: Stack) -> None:
     """The run's stack: its admin process is SIGKILLed, users register, it is started again."""
     async with httpx.AsyncClient(base_url=stack.url("auth"), timeout=15) as auth:
-        admin_token, _ = await _admin_token(auth)
+        admin_token, _ = await admin_login(auth, "e2e-admin")
         stack.services["admin"].kill()  # SIGKILL: no graceful shutdown
         try:
             created = await asyncio.gather(
@@ -172,7 +159,7 @@ async def test_system_health_sees_every_running_service(stack: Stack) -> None:
         httpx.AsyncClient(base_url=stack.url("auth"), timeout=15) as auth,
         httpx.AsyncClient(base_url=stack.url("gateway"), timeout=15) as gateway,
     ):
-        admin_token, _ = await _admin_token(auth)
+        admin_token, _ = await admin_login(auth, "e2e-admin")
         r = await gateway.get("/api/admin/health", headers=bearer(admin_token))
         assert r.status_code == 200, r.text
         data = r.json()["data"]

@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 import jwt
 
-from paysys.users import accounts
-from tests.support.auth import OTHER_PASSWORD, PASSWORD, bearer, runtime, unique_email
+from tests.support.auth import OTHER_PASSWORD, PASSWORD, admin_login, bearer, runtime, unique_email
 from tests.support.servers import RedisServer, Stack
 
 
@@ -25,18 +24,6 @@ async def _register(auth: httpx.AsyncClient, **extra: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     data: dict[str, Any] = response.json()["data"]
     return data
-
-
-async def _admin_token(auth: httpx.AsyncClient) -> str:
-    email = unique_email("e2e-admin")
-    async with runtime() as rt, rt.sessionmaker() as session:
-        await accounts.create_user(
-            session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
-        )
-        await session.commit()
-    response = await auth.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return str(response.json()["data"]["accessToken"])
 
 
 def _code(response: httpx.Response) -> str:
@@ -77,7 +64,7 @@ async def test_role_change_by_admin_shows_in_next_refresh(stack: Stack) -> None:
         httpx.AsyncClient(base_url=stack.url("payments"), timeout=15) as payments,
     ):
         data = await _register(auth)
-        admin_headers = bearer(await _admin_token(auth))
+        admin_headers = bearer((await admin_login(auth, "e2e-admin"))[0])
         changed = await admin.patch(
             f"/api/admin/users/{data['user']['id']}/role",
             json={"role": "VENDOR"},

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select
 from paysys.profile.models import ProfileAvatar
 from paysys.users import accounts
 from paysys.users.models import User
-from tests.support.auth import PASSWORD, bearer, register, runtime, unique_email
+from tests.support.auth import PASSWORD, admin_login, bearer, register, runtime, unique_email
 from tests.support.images import data_url, encode, jpeg_with_gps, png
 from tests.support.servers import Stack
 
@@ -40,18 +40,6 @@ async def _stored_avatars(user_id: str) -> int:
     async with runtime() as rt, rt.sessionmaker() as session:
         stmt = select(func.count()).where(ProfileAvatar.user_id == uuid.UUID(user_id))
         return int((await session.execute(stmt)).scalar_one())
-
-
-async def _admin(client: httpx.AsyncClient) -> dict[str, str]:
-    email = unique_email("avatar-admin")
-    async with runtime() as rt, rt.sessionmaker() as session:
-        await accounts.create_user(
-            session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
-        )
-        await session.commit()
-    r = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return bearer(r.json()["data"]["accessToken"])
 
 
 def _webp(body: bytes) -> Image.Image:
@@ -127,7 +115,7 @@ async def test_avatar_upload_round_trip(stack: Stack) -> None:
         assert b"Avatar Test Camera" not in stale.content
 
         # The change is in the audit trail as PROFILE_UPDATED.
-        admin = await _admin(client)
+        admin = bearer((await admin_login(client, "avatar-admin"))[0])
 
         async def audited() -> bool:
             logs = await client.get(
@@ -205,7 +193,7 @@ async def test_deleting_the_user_deletes_the_avatar(stack: Stack) -> None:
         assert r.status_code == 200, r.text
         assert (await client.get(r.json()["data"]["avatarUrl"])).status_code == 200
 
-        admin = await _admin(client)
+        admin = bearer((await admin_login(client, "avatar-admin"))[0])
         assert (
             await client.delete(f"/api/admin/users/{user_id}", headers=admin)
         ).status_code == 204

@@ -12,8 +12,7 @@ import httpx
 from sqlalchemy import select
 
 from paysys.profile.models import Profile
-from paysys.users import accounts
-from tests.support.auth import PASSWORD, bearer, runtime, unique_email
+from tests.support.auth import PASSWORD, admin_login, bearer, runtime, unique_email
 from tests.support.servers import Stack
 
 
@@ -30,18 +29,6 @@ async def _profiles(user_id: str) -> list[Profile]:
     async with runtime() as rt, rt.sessionmaker() as session:
         rows = await session.execute(select(Profile).where(Profile.user_id == uuid.UUID(user_id)))
         return list(rows.scalars())
-
-
-async def _admin_token(client: httpx.AsyncClient) -> str:
-    email = unique_email("profile-admin")
-    async with runtime() as rt, rt.sessionmaker() as session:
-        await accounts.create_user(
-            session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
-        )
-        await session.commit()
-    r = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return str(r.json()["data"]["accessToken"])
 
 
 async def test_profile_journey_through_gateway(stack: Stack) -> None:
@@ -72,7 +59,7 @@ async def test_profile_journey_through_gateway(stack: Stack) -> None:
         )
         assert r.json()["data"]["notifications"] == {"email": True, "push": True, "sms": False}
 
-        admin = bearer(await _admin_token(client))
+        admin = bearer((await admin_login(client, "profile-admin"))[0])
         r = await client.patch(
             f"/api/admin/users/{user_id}", json={"name": "Joanna"}, headers=admin
         )

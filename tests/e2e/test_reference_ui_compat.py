@@ -14,24 +14,11 @@ from typing import Any
 
 import httpx
 
-from paysys.users import accounts
 from tests.support.admin import poll
-from tests.support.auth import PASSWORD, bearer, register, runtime, unique_email
+from tests.support.auth import admin_login, bearer, register, unique_email
 from tests.support.servers import Stack
 
 COMPAT = {"userId", "userName", "userEmail", "ipAddress", "timestamp"}
-
-
-async def _admin_headers(auth: httpx.AsyncClient) -> dict[str, str]:
-    email = unique_email("ui-admin")
-    async with runtime() as rt, rt.sessionmaker() as session:
-        await accounts.create_user(
-            session, email=email, password=PASSWORD, name="UI Admin", role="ADMIN", via="admin"
-        )
-        await session.commit()
-    r = await auth.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return bearer(r.json()["data"]["accessToken"])
 
 
 async def test_phone_and_audit_logs_as_the_reference_ui_reads_them(stack: Stack) -> None:
@@ -39,7 +26,7 @@ async def test_phone_and_audit_logs_as_the_reference_ui_reads_them(stack: Stack)
         httpx.AsyncClient(base_url=stack.url("auth"), timeout=15) as auth,
         httpx.AsyncClient(base_url=stack.url("gateway"), timeout=15) as api,
     ):
-        admin = await _admin_headers(auth)
+        admin = bearer((await admin_login(auth, "ui-admin"))[0])
         user = await register(auth, email=unique_email("ui-user"), name="Pat Phone")
         user_id, email = user["user"]["id"], user["user"]["email"]
         headers = bearer(user["accessToken"])

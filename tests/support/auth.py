@@ -78,3 +78,19 @@ def use_clock(client: httpx.AsyncClient, clock: Clock) -> None:
     app.state.verified_tokens = VerifiedTokens(TokenCodec(app.state.settings, clock=clock))
     if getattr(app.state, "throttles", None) is not None:
         del app.state.throttles  # made again, with this clock, at the next request
+
+
+async def admin_login(client: httpx.AsyncClient, prefix: str = "admin") -> tuple[str, str]:
+    """A new ADMIN account (created in the database: nobody may register as one) signed in
+    through `client` (the gateway or auth): its access token and user id."""
+    from paysys.users import accounts
+
+    email = unique_email(prefix)
+    async with runtime() as rt, rt.sessionmaker() as session:
+        user = await accounts.create_user(
+            session, email=email, password=PASSWORD, name="Admin", role="ADMIN", via="admin"
+        )
+        await session.commit()
+    response = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return str(response.json()["data"]["accessToken"]), str(user.id)

@@ -32,8 +32,8 @@ from schemathesis.engine import events
 
 from paysys.core.config import get_settings
 from tests.conftest import base_env
-from tests.support.gateway import forget_rate_limits
-from tests.support.servers import Stack
+from tests.support.cli import seeded_database
+from tests.support.servers import RedisServer, Stack, free_port
 
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "5"))
 STATEFUL_STEPS = int(os.environ.get("CONTRACT_STATEFUL_STEPS", "6"))
@@ -127,11 +127,14 @@ class Account:
     role: str
 
 
-async def _create_accounts() -> dict[str, Account]:
+async def _create_accounts(infra: dict[str, str]) -> dict[str, Account]:
     from paysys.core.runtime import Runtime
     from paysys.users.accounts import create_user
 
-    runtime = Runtime.create(get_settings())
+    settings = get_settings().model_copy(
+        update={"database_url": infra["DATABASE_URL"], "redis_url": infra["REDIS_URL"]}
+    )
+    runtime = Runtime.create(settings)
     accounts: dict[str, Account] = {}
     try:
         async with runtime.sessionmaker() as session:
@@ -157,20 +160,34 @@ async def _create_accounts() -> dict[str, Account]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    stack = Stack.build(base_env(), tmp_path_factory.mktemp("contract-stack"), extra_env=STACK_ENV)
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Its own database and Redis: the ADMIN run changes the system config (the amount
+    limits), deletes users and fills rate-limit buckets, and none of that may reach the tests
+    that follow in the run."""
+    redis_server = RedisServer(free_port(), tmp_path_factory.mktemp("contract-redis"))
+    redis_server.start()
+    try:
+        with seeded_database("contract") as url:
+            yield {"DATABASE_URL": url, "REDIS_URL": redis_server.url}
+    finally:
+        redis_server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, infra: dict[str, str]) -> Iterator[str]:
+    env = {**STACK_ENV, **infra}
+    stack = Stack.build(base_env(), tmp_path_factory.mktemp("contract-stack"), extra_env=env)
     stack.start()
     try:
         yield stack.url()
     finally:
         stack.stop()
-        forget_rate_limits()  # its sign-ups filled the shared per-IP buckets
 
 
 @pytest.fixture(scope="module")
-def accounts() -> dict[str, Account]:
+def accounts(infra: dict[str, str]) -> dict[str, Account]:
     with ThreadPoolExecutor(1) as pool:
-        created: dict[str, Account] = pool.submit(asyncio.run, _create_accounts()).result()
+        created: dict[str, Account] = pool.submit(asyncio.run, _create_accounts(infra)).result()
     return created
 
 

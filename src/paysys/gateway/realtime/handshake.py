@@ -18,7 +18,7 @@ from starlette.types import Scope
 
 from paysys.core.clientip import TrustedProxies, client_key, resolve_scope
 from paysys.core.errors import AppError
-from paysys.core.logging import redact_text
+from paysys.core.logging import get_logger, redact_text
 from paysys.core.middleware import REQUEST_ID_RE, header
 from paysys.core.tokens import Principal, VerifiedTokens, bearer_token
 from paysys.gateway.ratelimit import Policy, RateLimiter
@@ -26,6 +26,8 @@ from paysys.gateway.realtime import metrics
 from paysys.gateway.realtime.limits import HANDSHAKE_POLICY, ConnectionCounter
 
 USER_CAP_RETRY_AFTER = b"10"
+
+log = get_logger("paysys.gateway.realtime")
 
 
 def target_for_log(scope: Scope) -> str:
@@ -42,6 +44,12 @@ class Refusal(Exception):
     message: str
     reason: str  # the metrics label
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def log(self, transport: str, path: str) -> None:
+        """One line per refused handshake (§9.9), the same for both transports."""
+        log.info(
+            "realtime refused", transport=transport, path=path, status=self.status, code=self.code
+        )
 
 
 @dataclass(slots=True)

@@ -204,13 +204,7 @@ class EventStreamEndpoint:
             types, last_id = parse_request(scope)
             admission = await realtime.admit(scope, connection_id)
         except Refusal as refusal:
-            log.info(
-                "realtime refused",
-                transport="sse",
-                path=path,
-                status=refusal.status,
-                code=refusal.code,
-            )
+            refusal.log("sse", path)
             await send_error(
                 send,
                 refusal.status,

@@ -217,13 +217,7 @@ class WebSocketEndpoint:
         try:
             admission = await realtime.admit(scope, connection_id)
         except Refusal as refusal:
-            log.info(
-                "realtime refused",
-                transport="ws",
-                path=path,
-                status=refusal.status,
-                code=refusal.code,
-            )
+            refusal.log("ws", path)
             await deny(scope, receive, send, refusal)
             return
         connection = WebSocketConnection(

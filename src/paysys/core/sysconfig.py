@@ -319,9 +319,9 @@ def any_value_schema() -> dict[str, Any]:
     """`PUT /api/admin/config/{key}`'s `value`: the schema of one of the keys (which one
     depends on the path, which JSON Schema cannot tie to the body: §10)."""
     unique: list[dict[str, Any]] = []
-    for key in [*KEYS.values(), _currency_limit(MIN_KEY, UNSUFFIXED_CURRENCY)]:
-        if key.schema not in unique:
-            unique.append(key.schema)
+    for schema in [*(key.schema for key in KEYS.values()), LIMIT_VALUE_SCHEMA]:
+        if schema not in unique:
+            unique.append(schema)
     return {"anyOf": unique, "description": "the value, by the key's own schema and rules"}
 
 

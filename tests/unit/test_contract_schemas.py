@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 from paysys.core import money, sysconfig
 from paysys.core.openapi import PUBLIC, rewrite_error_responses
 from paysys.core.passwords import PASSWORD_SCHEMA, password_problems
+from paysys.core.patterns import SPACE
 from paysys.core.schemas import EMAIL_PATTERN, NO_NUL, NOT_BLANK, ApiModel
 from paysys.payments.schemas import CreateInput, WebhookInput, parse_create
 from paysys.profile import validation as v
@@ -131,7 +132,7 @@ def test_timezone_pattern_is_the_validator(value: str) -> None:
 
 def test_profile_fields_are_clearable_with_blank_strings() -> None:
     phone = ProfileUpdate.model_json_schema(by_alias=True)["properties"]["phoneNumber"]
-    assert [item.get("pattern") for item in phone["anyOf"][:2]] == [v.PHONE_PATTERN, r"^\s*$"]
+    assert [item.get("pattern") for item in phone["anyOf"][:2]] == [v.PHONE_PATTERN, f"^{SPACE}*$"]
     assert ProfileUpdate.model_validate({"phoneNumber": "  "}).phone_number is None
 
 
@@ -176,7 +177,7 @@ def test_config_schemas_come_from_the_keys() -> None:
         assert sysconfig.spec(key) is None
         assert not re.search(pattern, key) and not re.search(key_pattern, key), key
     assert {"type": "null"} in value_schema["anyOf"]
-    assert sysconfig._limit_schema(0)["anyOf"][1]["pattern"] == r"^\s*[0-9]+\s*$"
+    assert sysconfig._limit_schema(0)["anyOf"][1]["pattern"] == f"^{SPACE}*[0-9]+{SPACE}*$"
     assert sysconfig.BOOL_SCHEMA in sysconfig.any_value_schema()["anyOf"]
     text = sysconfig.KEYS["maintenance.message"]
     assert text.validate(" hello ") == "hello"

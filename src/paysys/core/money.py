@@ -22,6 +22,8 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from paysys.core.patterns import SPACE
+
 # ISO 4217 active alphabetic codes → number of minor-unit digits (list of 2024, with XCG of
 # 2025). Funds/metals without a minor unit (XAU, XDR, XXX, …) are not payable and left out.
 _TABLE = """
@@ -39,6 +41,8 @@ UYW 4 UZS 2 VED 2 VES 2 VND 0 VUV 0 WST 2 XAF 0 XCD 2 XCG 2 XOF 0 XPF 0 YER 2 ZA
 ZWG 2
 """
 _PARTS = _TABLE.split()
+
+
 CURRENCIES: dict[str, int] = {
     code: int(digits) for code, digits in zip(_PARTS[::2], _PARTS[1::2], strict=True)
 }
@@ -47,9 +51,9 @@ DEFAULT_CURRENCY = "USD"
 # accepts, the known codes in any letter case with surrounding blanks, as one pattern (an enum
 # cannot say "any case", and a generator would try each of its hundreds of members).
 CURRENCY_PATTERN = (
-    r"^\s*(?:"
+    f"^{SPACE}*(?:"
     + "|".join("".join(f"[{c}{c.lower()}]" for c in code) for code in CURRENCIES)
-    + r")\s*$"
+    + f"){SPACE}*$"
 )
 CURRENCY_SCHEMA: dict[str, Any] = {
     "type": "string",

@@ -29,13 +29,15 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
+from paysys.core.patterns import SPACE, SPACE_CHARS
+
 NO_NUL = r"^[^\x00]*$"
 # An email address as the accounts domain checks it (`paysys.users.accounts.validate_email`,
 # after trimming): a local part of 1-64 characters without `@` or blanks, and a host name of at
 # least two labels. Stated as a pattern, not `format: email`: emails are trimmed (§1.3), so
 # " a@b.co " is accepted, which the `email` format refuses (schemathesis found exactly that).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"^\s*[^@\s\x00]{{1,64}}@{_LABEL}(?:\.{_LABEL})+\s*$"
+EMAIL_PATTERN = rf"^{SPACE}*[^@{SPACE_CHARS}\x00]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{SPACE}*$"
 EMAIL_SCHEMA: dict[str, Any] = {
     "type": "string",
     "pattern": EMAIL_PATTERN,
@@ -48,7 +50,7 @@ Email = Annotated[
     StringConstraints(strip_whitespace=True, min_length=3, max_length=254),
     WithJsonSchema(EMAIL_SCHEMA),
 ]
-NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+NOT_BLANK = rf"^[^\x00]*[^{SPACE_CHARS}\x00][^\x00]*$"
 # A path id: documented as a UUID; anything else is simply an absent resource (404, §1.3).
 UuidPath = Annotated[str, Path(json_schema_extra={"format": "uuid"})]
 

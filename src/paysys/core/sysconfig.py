@@ -32,6 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from paysys.core import money
 from paysys.core.db import Base
+from paysys.core.patterns import SPACE
 
 MAX_AMOUNT = Decimal("100000000.00")  # = paysys.core.money.MAX_MAJOR
 
@@ -103,7 +104,7 @@ def _text(max_length: int) -> Callable[[Any], str]:
 # minAmount ≤ maxAmount) are the key's own rules of api-contracts §10.
 AMOUNT_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]{1,2})?\s*$"},
+        {"type": "string", "pattern": rf"^{SPACE}*[0-9]+(\.[0-9]{{1,2}})?{SPACE}*$"},
         {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
     ],
     "description": "decimal string or number: > 0, at most 2 decimals, ≤ 100000000.00",
@@ -220,7 +221,7 @@ def _limit_schema(digits: int) -> dict[str, Any]:
     return {
         "anyOf": [
             {"type": "null"},
-            {"type": "string", "pattern": rf"^\s*[0-9]+{decimals}\s*$"},
+            {"type": "string", "pattern": rf"^{SPACE}*[0-9]+{decimals}{SPACE}*$"},
             {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
         ]
     }

@@ -23,6 +23,7 @@ from paysys.core.money import (
     parse_face_units,
     to_minor,
 )
+from paysys.core.patterns import SPACE
 from paysys.core.querydates import DATE_DESCRIPTION, QUERY_DATE, DateRange, parse_range
 from paysys.core.querymodel import Constraint, Integer, Omitted, OneOf, QueryModel, Text
 from paysys.core.schemas import EMAIL_PATTERN, EMAIL_SCHEMA, NO_NUL, ApiModel
@@ -44,7 +45,7 @@ _SIGNIFICANT = re.compile(r"^-?(\d+)(?:\.(\d+))?$")
 # per-currency limits are rules of api-contracts §10 (the operation's description names them).
 AMOUNT_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$"},
+        {"type": "string", "pattern": rf"^{SPACE}*[0-9]+(\.[0-9]+)?{SPACE}*$"},
         {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000_000},
     ]
 }

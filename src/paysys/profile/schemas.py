@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJsonSchema
 
 from paysys.core.money import CURRENCY_SCHEMA
+from paysys.core.patterns import SPACE
 from paysys.core.schemas import ApiModel, ResponseModel, success_envelope
 from paysys.profile import avatars
 from paysys.profile import validation as rules
@@ -109,7 +110,7 @@ Blank = BeforeValidator(_blank_is_none)
 
 def _clearable(schema: dict[str, Any]) -> WithJsonSchema:
     """The schema of an optional field that `null` or a blank string clears."""
-    blank = {"type": "string", "pattern": r"^\s*$", "maxLength": schema["maxLength"]}
+    blank = {"type": "string", "pattern": f"^{SPACE}*$", "maxLength": schema["maxLength"]}
     return WithJsonSchema({"anyOf": [schema, blank, {"type": "null"}]})
 
 

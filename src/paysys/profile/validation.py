@@ -12,12 +12,13 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from paysys.core.money import MoneyError, parse_currency
+from paysys.core.patterns import SPACE, SPACE_CHARS
 from paysys.profile import avatars
 
-PHONE_NOISE = re.compile(r"[\s\-.()]")
+PHONE_NOISE = re.compile(rf"[{SPACE_CHARS}\-.()]")
 E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # The same rule on the value as sent (noise allowed anywhere), for the OpenAPI document.
-_NOISE = r"[\s\-.()]*"
+_NOISE = rf"[{SPACE_CHARS}\-.()]*"
 PHONE_PATTERN = rf"^{_NOISE}\+{_NOISE}[1-9](?:{_NOISE}[0-9]){{7,14}}{_NOISE}$"
 MAX_URL_LENGTH = 2048
 # http(s)://host[:port][/path?query#fragment]: an ASCII host name, IPv4 or [IPv6] address (no
@@ -92,7 +93,7 @@ def timezone_pattern() -> str:
     """Exactly the known zone names (a pattern: a generator would try each member of an enum
     of hundreds), with the surrounding blanks every string may carry."""
     names = sorted(iana_zones())
-    return r"^\s*(?:" + "|".join(name.replace("+", r"\+") for name in names) + r")\s*$"
+    return f"^{SPACE}*(?:" + "|".join(name.replace("+", r"\+") for name in names) + f"){SPACE}*$"
 
 
 def validate_timezone(value: str) -> str:

@@ -107,6 +107,14 @@ async def calls() -> AsyncIterator[list[Call]]:
         await call.cancel()
 
 
+def start_upload(app: Any, calls: list[Call], headers: dict[str, str]) -> tuple[Call, str]:
+    """A POST to the echo's upload route (its progress is readable by id), cleaned up after."""
+    upload = uuid.uuid4().hex
+    call = Call(app, "POST", f"/api/payments/upload/{upload}", headers=headers)
+    calls.append(call)
+    return call, upload
+
+
 async def progress(echo: EchoServer, upload_id: str) -> int:
     async with httpx.AsyncClient(timeout=5) as client:
         return int((await client.get(f"{echo.url}/_progress/{upload_id}")).json()["received"])
@@ -127,14 +135,7 @@ async def test_a_body_still_arriving_holds_no_upstream_slot(
     reached the service, and the body goes up whole once it is complete."""
     gw = await app_client("gateway", **urls(echo), gateway_pool_sizes=["payments=1"])
     proxy = gw.app.state.gateway.proxy
-    upload = uuid.uuid4().hex
-    stalled = Call(
-        gw.app,
-        "POST",
-        f"/api/payments/upload/{upload}",
-        headers={"content-length": str(3 * KIB)},
-    )
-    calls.append(stalled)
+    stalled, upload = start_upload(gw.app, calls, {"content-length": str(3 * KIB)})
     stalled.send(b"a" * KIB)
     stalled.send(b"b" * KIB)
     await asyncio.sleep(0.3)
@@ -156,14 +157,7 @@ async def test_a_client_gone_mid_body_forwards_nothing(
     app_client: Any, echo: EchoServer, calls: list[Call]
 ) -> None:
     gw = await app_client("gateway", **urls(echo))
-    upload = uuid.uuid4().hex
-    call = Call(
-        gw.app,
-        "POST",
-        f"/api/payments/upload/{upload}",
-        headers={"transfer-encoding": "chunked"},
-    )
-    calls.append(call)
+    call, upload = start_upload(gw.app, calls, {"transfer-encoding": "chunked"})
     call.send(b"x" * 100 * KIB)
     call.disconnect()
     await call.done()
@@ -232,14 +226,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_and_never_reaches_the_se
     """The gateway's 413 (BodyLimitMiddleware) ends the body while the proxy is still reading
     it: the client gets its 413 and the service has received nothing at all."""
     gw = await app_client("gateway", **urls(echo))
-    upload = uuid.uuid4().hex
-    call = Call(
-        gw.app,
-        "POST",
-        f"/api/payments/upload/{upload}",
-        headers={"transfer-encoding": "chunked"},
-    )
-    calls.append(call)
+    call, upload = start_upload(gw.app, calls, {"transfer-encoding": "chunked"})
     for _ in range(5):
         call.send(b"z" * 256 * KIB)  # 1.25 MiB, no Content-Length
     await call.done()
